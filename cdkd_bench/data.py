@@ -1,0 +1,144 @@
+"""Shared data plumbing: the on-disk tensor cache, fixed splits, and batch streams. No datasets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cdkd_bench.api import DataContext, Domain, DomainData
+from cdkd_bench.errors import UserError
+
+CACHE_ENV = "CDKD_BENCH_CACHE"
+DATA_ENV = "CDKD_BENCH_DATA"
+VAL_FRACTION = 0.1
+# Fixed for the whole project: every method, seed and teacher sees the same source-val split.
+SPLIT_SEED = 20261127
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cdkd-bench"
+
+
+def default_data_root() -> Path | None:
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write with torch.save to a temporary file and rename it: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def safe_load(path: Path) -> Any:
+    """Load a cache file with ``weights_only=True``; a damaged file reads as missing."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - truncated or foreign files are rebuilt, never trusted
+        return None
+
+
+def _check(domain: Domain, data: Any) -> DomainData:
+    if not isinstance(data, DomainData):
+        raise UserError(f"domain {domain.name!r} returned {type(data).__name__}, not DomainData")
+    for split in ("train", "test"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise UserError(f"domain {domain.name!r}: {split} images must be uint8 (N, 1 or 3, H, W), got {x.dtype} {tuple(x.shape)}")
+        if len(x) != len(y) or len(x) == 0:
+            raise UserError(f"domain {domain.name!r}: {split} split has {len(x)} images and {len(y)} labels")
+        if int(y.min()) < 0 or int(y.max()) >= domain.num_classes:
+            raise UserError(f"domain {domain.name!r}: {split} labels must lie in [0, {domain.num_classes})")
+    return data
+
+
+def resize_rgb(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images to 3 channels and ``size`` x ``size`` (grey is repeated, not tinted)."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous()
+
+
+def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None) -> DomainData:
+    """The domain's images at ``image_size`` as uint8 RGB, decoded once and cached on disk."""
+    path = cache_dir / "data" / f"{domain.name}-v{domain.version}-{image_size}px.pt"
+    cached = safe_load(path)
+    if isinstance(cached, dict) and set(cached) == {"train_x", "train_y", "test_x", "test_y"}:
+        return DomainData(**cached)
+    raw = _check(domain, domain.load(DataContext(data_root, cache_dir / "raw" / domain.name)))
+    data = DomainData(
+        resize_rgb(raw.train_x, image_size), raw.train_y.long(), resize_rgb(raw.test_x, image_size), raw.test_y.long()
+    )
+    atomic_save({"train_x": data.train_x, "train_y": data.train_y, "test_x": data.test_x, "test_y": data.test_y}, path)
+    return data
+
+
+def validation_split(labels: torch.Tensor, domain_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (train, val) indices of a domain's train split, identical for every run."""
+    generator = torch.Generator().manual_seed(SPLIT_SEED + zlib.crc32(domain_name.encode()))
+    train, val = [], []
+    for label in labels.unique(sorted=True):
+        idx = torch.nonzero(labels == label).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n_val = max(1, int(round(len(idx) * VAL_FRACTION)))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images to the float range the networks see, [-1, 1]."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+@dataclass
+class Split:
+    """Images already converted for the network, with labels, on the run's device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class BatchStream:
+    """Endless shuffled batches: each epoch is a fresh permutation from a seeded generator."""
+
+    def __init__(self, split: Split, batch_size: int, seed: int) -> None:
+        self.split = split
+        self.batch_size = min(batch_size, len(split))
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next batch's images, labels, and their indices into the split."""
+        if self._pos + self.batch_size > len(self._order):
+            self._order = torch.randperm(len(self.split), generator=self.generator).to(self.split.x.device)
+            self._pos = 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.split.x[idx], self.split.y[idx], idx

@@ -1,0 +1,100 @@
+"""Recipes and their hyper-parameters: parsing, type checks and validation of user overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cdkd_bench.api import Method
+from cdkd_bench.errors import UserError, close_matches
+from cdkd_bench.registry import Registry
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def canonical_recipe(recipe: str, methods: Registry[type[Method]]) -> str:
+    """``b+a`` → ``a+b``: loss terms are summed, so order carries no meaning."""
+    parts = [p.strip() for p in recipe.split("+")]
+    if not recipe.strip() or any(not p for p in parts):
+        raise UserError(f"recipe {recipe!r} is malformed; join method names with '+', e.g. 'kd' or 'kd+dann'")
+    for part in parts:
+        methods.get(part)  # raises the unknown-method error with suggestions
+    if len(set(parts)) != len(parts):
+        raise UserError(f"recipe {recipe!r} names a method twice")
+    return "+".join(sorted(parts))
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["kd.temperature=2"]`` → ``{"kd.temperature": "2"}`` (from ``--set``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise UserError(f"--set {item!r} is malformed; write it as method.hparam=value, e.g. kd.temperature=2")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _coerce(qualified: str, kind: Any, value: Any) -> Any:
+    """Check a value against its declared type; strings (from the command line) are parsed."""
+    type_name = getattr(kind, "__name__", str(kind))
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        try:
+            if kind is bool:
+                if text in _TRUE | _FALSE:
+                    return text in _TRUE
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            raise UserError(f"hparam {qualified} must be a {type_name}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, str, bool) and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise UserError(f"hparam {qualified} must be a {type_name}, got {value!r}")
+    return value
+
+
+def build_hparams(method: type[Method], overrides: Mapping[str, Any]) -> Any:
+    """The method's ``Hparams`` with ``overrides`` (field name → value) applied and validated."""
+    fields = {f.name: f for f in dataclasses.fields(method.Hparams)}
+    hints = typing.get_type_hints(method.Hparams)
+    values = {}
+    for name, value in overrides.items():
+        if name not in fields:
+            qualified = [f"{method.name}.{f}" for f in fields]
+            matches = close_matches(f"{method.name}.{name}", qualified)
+            hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+            known = ", ".join(qualified) if qualified else "none"
+            raise UserError(f"unknown hparam '{method.name}.{name}'{hint} (hparams of {method.name}: {known})")
+        values[name] = _coerce(f"{method.name}.{name}", hints.get(name, Any), value)
+    try:
+        return method.Hparams(**values)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"invalid hparam for {method.name}: {exc}") from None
+
+
+def split_overrides(
+    overrides: Mapping[str, Any], recipes: Iterable[str], methods: Registry[type[Method]]
+) -> dict[str, dict[str, Any]]:
+    """``{"kd.temperature": 2}`` → ``{"kd": {"temperature": 2}}``, checked against the recipes in use."""
+    in_use = {part for recipe in recipes for part in recipe.split("+")}
+    per_method: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        method_name, _, field_name = key.partition(".")
+        if not field_name:
+            raise UserError(f"hparam {key!r} must be written method.hparam, e.g. kd.temperature")
+        if method_name not in in_use:
+            methods.get(method_name)  # unknown method → suggestions
+            raise UserError(
+                f"hparam {key!r} is for method {method_name!r}, which no recipe in this grid uses "
+                f"(recipes use: {', '.join(sorted(in_use))})"
+            )
+        per_method.setdefault(method_name, {})[field_name] = value
+    # Validate every override once, up front, so a typo fails before any training starts.
+    for method_name, fields in per_method.items():
+        build_hparams(methods.get(method_name), fields)
+    return per_method

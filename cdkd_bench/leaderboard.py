@@ -1,0 +1,195 @@
+"""Store → leaderboard tables: one per protocol, rows = reference rows and recipes, columns = tasks."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdkd_bench.plugins import Host
+from cdkd_bench.store import Store, StoredRun
+
+METRIC = "target_test.acc"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What must match for numbers to share a table."""
+
+    suite: str
+    teacher_arch: str
+    student_arch: str
+    teacher_recipe: str
+    label_regime: str
+    selection: str
+    budget: str
+
+
+ROW_NOTES = {
+    "teacher": "trained on source",
+    "baseline": "student on source only",
+    "method": "",
+    "upper_bound": "upper bound: trained with target labels",
+}
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str = "method"  # one of ROW_NOTES
+    # task -> seed -> value; one value per seed (the teacher row dedups runs sharing a teacher)
+    values: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+
+    def seeds_complete(self, tasks: Sequence[str]) -> list[int]:
+        seeds = set.intersection(*(set(self.values.get(t, {})) for t in tasks)) if tasks else set()
+        return sorted(seeds)
+
+    def average(self, tasks: Sequence[str]) -> list[float]:
+        """Per seed, the mean over all tasks (only seeds that have every task)."""
+        return [statistics.fmean(self.values[t][s] for t in tasks) for s in self.seeds_complete(tasks)]
+
+
+@dataclass
+class Table:
+    protocol: Protocol
+    tasks: list[str]
+    rows: list[Row]
+    teacher_source_val: dict[str, dict[int, float]]
+    flags: list[str]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n-1); no deviation from a single value."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def format_cell(values: Sequence[float]) -> str:
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    spread = f" ± {std:.1f}" if std is not None else ""
+    return f"{mean:.1f}{spread} (n={len(values)})"
+
+
+def build_tables(runs: list[StoredRun], host: Host | None = None) -> list[Table]:
+    by_protocol: dict[Protocol, list[StoredRun]] = defaultdict(list)
+    for run in runs:
+        s = run.spec
+        by_protocol[Protocol(s.suite, s.teacher.arch, s.student_arch, s.teacher.teacher_recipe,
+                             s.label_regime, s.selection, s.budget)].append(run)
+    tables = []
+    for protocol, group in sorted(by_protocol.items(), key=lambda kv: tuple(vars(kv[0]).values())):
+        tables.append(_table(protocol, group, host))
+    return tables
+
+
+def _task_order(protocol: Protocol, group: list[StoredRun], host: Host | None) -> list[str]:
+    present = {r.spec.task for r in group}
+    if host is not None and protocol.suite in host.suites:
+        ordered = [t.name for t in host.suites.get(protocol.suite).tasks if t.name in present]
+        return ordered + sorted(present - set(ordered))
+    return sorted(present)
+
+
+def _row_kind(recipe: str, host: Host | None) -> str:
+    components = recipe.split("+")
+    if host is None or not all(c in host.methods for c in components):
+        return "method"
+    classes = [host.methods.get(c) for c in components]
+    if any(c.uses_target_labels for c in classes):
+        return "upper_bound"
+    if all(c.reference for c in classes):
+        return "baseline"
+    return "method"
+
+
+_KIND_ORDER = {"teacher": 0, "baseline": 1, "method": 2, "upper_bound": 3}
+
+
+def _table(protocol: Protocol, group: list[StoredRun], host: Host | None) -> Table:
+    tasks = _task_order(protocol, group, host)
+    teacher = Row("teacher", kind="teacher")
+    recipe_rows: dict[str, Row] = {}
+    teacher_source_val: dict[str, dict[int, float]] = defaultdict(dict)
+    flags = []
+    for run in group:
+        s, m = run.spec, run.metrics
+        row = recipe_rows.setdefault(s.recipe, Row(s.recipe, kind=_row_kind(s.recipe, host)))
+        row.values[s.task][s.seed] = m[METRIC]
+        teacher.values[s.task][s.seed] = m["teacher.target_test.acc"]
+        teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
+    rows = sorted([teacher, *recipe_rows.values()], key=lambda r: (_KIND_ORDER[r.kind], r.name))
+    for row in rows:
+        if row.kind == "upper_bound":
+            flags.append(f"`{row.name}` reads target labels; it is the upper bound, not a competitor.")
+    if host is not None and protocol.selection in host.selectors and host.selectors.get(protocol.selection).oracle:
+        flags.append(f"ORACLE SELECTION: rule `{protocol.selection}` chose checkpoints using target test labels.")
+    return Table(protocol, tasks, rows, teacher_source_val, flags)
+
+
+def _short_task(task: str, suite: str) -> str:
+    name = task[len(suite) + 1:] if task.startswith(f"{suite}.") else task
+    return name.replace("_to_", "→")
+
+
+def render_markdown(tables: list[Table], title: str) -> str:
+    lines = [f"# Leaderboard: {title}", ""]
+    if not tables:
+        return "\n".join([*lines, "No finished runs in the store yet; run `cdkd-bench run` first.", ""])
+    for table in tables:
+        p = table.protocol
+        lines += [
+            f"## Teacher `{p.teacher_arch}` → student `{p.student_arch}`, budget `{p.budget}`",
+            "",
+            f"Target test top-1 accuracy (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
+            f"selection rule `{p.selection}`, teacher recipe `{p.teacher_recipe}`. "
+            "avg: per seed, the mean over all tasks; only seeds with every task count. "
+            "gap closed: (row − source only) / (teacher − source only), on the averages.",
+            "",
+        ]
+        lines += [f"- {flag}" for flag in table.flags]
+        if table.flags:
+            lines.append("")
+        header = ["method", *(_short_task(t, p.suite) for t in table.tasks), "avg", "gap closed"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        base = _mean_average(table, "baseline")
+        top = _mean_average(table, "teacher")
+        for row in table.rows:
+            note = ROW_NOTES[row.kind]
+            name = f"{row.name} ({note})" if note else row.name
+            if row.kind == "teacher":
+                name = f"teacher `{p.teacher_arch}` ({note})"
+            cells = [format_cell(list(row.values.get(t, {}).values())) for t in table.tasks]
+            avg = row.average(table.tasks)
+            gap = "—"
+            if row.kind in ("method", "upper_bound") and avg and base is not None and top is not None and abs(top - base) > 1e-9:
+                gap = f"{100 * (statistics.fmean(avg) - base) / (top - base):.0f}%"
+            lines.append("| " + " | ".join([name, *cells, format_cell(avg), gap]) + " |")
+        lines += ["", "Source-domain validation accuracy of the teacher (%):", ""]
+        lines.append("| source | teacher source-val acc |")
+        lines.append("|---|---:|")
+        for source, per_seed in sorted(table.teacher_source_val.items()):
+            lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mean_average(table: Table, kind: str) -> float | None:
+    """The mean over seeds of the task-averaged accuracy of the first row of ``kind``."""
+    for row in table.rows:
+        if row.kind == kind:
+            avg = row.average(table.tasks)
+            return statistics.fmean(avg) if avg else None
+    return None
+
+
+def write_leaderboard(store: Store, suite: str, out_dir: Path, host: Host | None = None) -> tuple[Path, str]:
+    tables = build_tables(store.runs(suite=suite), host)
+    text = render_markdown(tables, f"suite `{suite}`")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{suite}.md"
+    path.write_text(text)
+    return path, text

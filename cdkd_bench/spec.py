@@ -1,0 +1,100 @@
+"""Frozen run specs, their canonical JSON, and the hashes that identify runs and teachers."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Bump whenever the engine changes what a run computes: every stored result is keyed by it.
+PROTOCOL_VERSION = 1
+
+
+def canonical_json(obj: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, floats as Python writes them."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent seed for one purpose (weights, batch order, …) from a run's seed."""
+    return int(hashlib.sha256(f"{seed}:{purpose}".encode()).hexdigest()[:8], 16)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Exactly what a teacher depends on, and nothing else: tasks sharing a source share it."""
+
+    suite: str
+    source: str
+    source_version: int
+    arch: str
+    teacher_recipe: str
+    pretrained: bool
+    num_classes: int
+    image_size: int
+    budget: str
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    protocol: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def key(self) -> str:
+        return digest(self.to_dict())
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One student run: a task, a teacher, a student, a recipe with resolved hparams, a seed.
+
+    ``hparams`` maps each recipe component to all of its hparam values, defaults included,
+    so a changed default changes the hash.
+    """
+
+    suite: str
+    task: str
+    source: str
+    target: str
+    target_version: int
+    teacher: TeacherSpec
+    student_arch: str
+    recipe: str
+    hparams: dict[str, dict[str, Any]]
+    method_versions: dict[str, int]
+    label_regime: str
+    selection: str
+    budget: str
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    protocol: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        fields = dict(data)
+        fields["teacher"] = TeacherSpec(**fields["teacher"])
+        return cls(**fields)
+
+    @property
+    def run_id(self) -> str:
+        return digest(self.to_dict())
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(self.recipe.split("+"))

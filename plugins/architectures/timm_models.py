@@ -1,0 +1,30 @@
+"""Any timm model name is an architecture; this resolver runs last so other plugins can override names."""
+
+from __future__ import annotations
+
+import timm
+from torch import nn
+
+from cdkd_bench import UserError, hookimpl
+from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the 32px variants with timm
+
+
+@hookimpl(trylast=True)
+def cdkd_resolve_architecture(name: str, num_classes: int, pretrained: bool) -> nn.Module | None:
+    if not timm.is_model(name):
+        return None
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except Exception as exc:  # noqa: BLE001 - timm/hub raise many kinds; all mean "no weights here"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"pretrained weights for architecture {name!r} could not be loaded ({first_line}); "
+            "download them once while online (they are cached by huggingface_hub) or run without pretrained weights"
+        ) from None
+
+
+@hookimpl
+def cdkd_architecture_names() -> list[str]:
+    return timm.list_models()
