@@ -8,6 +8,7 @@ from __future__ import annotations
 import pluggy
 
 from cdkd_bench.api import (
+    Augmentation,
     Batch,
     Budget,
     DataContext,
@@ -31,6 +32,7 @@ hookimpl = pluggy.HookimplMarker("cdkd_bench")
 """Marker for plugin hook implementations: ``@cdkd_bench.hookimpl``."""
 
 __all__ = [
+    "Augmentation",
     "Batch",
     "Budget",
     "DataContext",

@@ -70,6 +70,24 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """Random per-image transforms applied to source batches while the teacher trains.
+
+    Geometric: rotation, scale and translation (a fraction of the image size). Photometric,
+    on the network's [-1, 1] inputs: a per-channel gain and bias, and a sign flip (dark-on-
+    light becomes light-on-dark) with ``invert_probability``. Students are trained without
+    augmentation so the frozen teacher's outputs can be computed once per image.
+    """
+
+    rotation_degrees: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: float = 0.0
+    gain: tuple[float, float] = (1.0, 1.0)
+    bias: float = 0.0
+    invert_probability: float = 0.0
+
+
+@dataclass(frozen=True)
 class Task:
     """One ordered domain pair of a suite."""
 
@@ -97,6 +115,7 @@ class Suite:
     default_seeds: tuple[int, ...] = (0, 1)
     default_budget: str = "quick"
     pairs: tuple[tuple[str, str], ...] = ()
+    teacher_augmentation: Augmentation | None = None
     description: str = ""
     tasks: tuple[Task, ...] = field(init=False)
 

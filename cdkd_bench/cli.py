@@ -85,19 +85,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     for kind in kinds:
         print(f"{kind}:")
         if kind == "suites":
-            for e in host.suites:
-                if _match(e.name, args.filter):
-                    print(f"  {e.name:<28} {e.value.description}  [{e.plugin} {e.plugin_version}]")
+            for suite in host.suites:
+                if _match(suite.name, args.filter):
+                    print(f"  {suite.name:<28} {suite.value.description}  [{suite.plugin} {suite.plugin_version}]")
         elif kind == "tasks":
-            for e in host.suites:
-                for task in e.value.tasks:
+            for suite in host.suites:
+                for task in suite.value.tasks:
                     if _match(task.name, args.filter):
-                        print(f"  {task.name:<40} {task.source} → {task.target}  [{e.plugin} {e.plugin_version}]")
+                        print(f"  {task.name:<40} {task.source} → {task.target}  [{suite.plugin} {suite.plugin_version}]")
         elif kind == "methods":
-            for e in host.methods:
-                if _match(e.name, args.filter):
-                    cls = e.value
-                    print(f"  {e.name:<16} v{cls.version} {cls.family:<12} {cls.describe()}  [{e.plugin} {e.plugin_version}]")
+            for method in host.methods:
+                if _match(method.name, args.filter):
+                    cls = method.value
+                    print(f"  {method.name:<16} v{cls.version} {cls.family:<12} {cls.describe()}  [{method.plugin} {method.plugin_version}]")
         elif kind == "archs":
             for plugin, version, names in host.architecture_names_by_plugin():
                 shown = [n for n in names if _match(n, args.filter)]

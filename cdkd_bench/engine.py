@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cdkd_bench.api import MethodInfo
+from cdkd_bench.augment import augmentation_from_dict, augmenter
 from cdkd_bench.data import Split, atomic_save, load_domain, safe_load, to_input, validation_split
 from cdkd_bench.errors import UserError
 from cdkd_bench.hparams import build_hparams
@@ -110,10 +111,12 @@ def obtain_teacher(
         metrics = dict(cached["metrics"])
     else:
         started = time.perf_counter()
+        policy = augmentation_from_dict(teacher.augmentation)
         fit(
             model, [], source_train, None,
             steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
             seed=derive_seed(teacher.seed, "teacher-batches"),
+            augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment")) if policy else None,
             desc=f"teacher {teacher.arch} on {teacher.source}", show_progress=settings.show_progress,
         )
         val = classification_metrics(predict(model, source_val.x), source_val.y, teacher.num_classes)
@@ -171,7 +174,8 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
     selector = host.selectors.get(spec.selection)
     student_target = predict(student, data.target_test.x)
     teacher_target = predict(teacher, data.target_test.x)
-    checkpoints = [{"source_val.acc": classification_metrics(predict(student, data.source_val.x), data.source_val.y, num_classes)["acc"]}]
+    source_val_acc = classification_metrics(predict(student, data.source_val.x), data.source_val.y, num_classes)["acc"]
+    checkpoints: list[Mapping[str, float]] = [{"source_val.acc": source_val_acc}]
     chosen = selector.choose(checkpoints)  # only the final checkpoint is evaluated so far
     target_metrics = classification_metrics(student_target, data.target_test.y, num_classes)
     teacher_target_metrics = classification_metrics(teacher_target, data.target_test.y, num_classes)

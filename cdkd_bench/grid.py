@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
@@ -113,6 +114,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     recipes = list(dict.fromkeys([*references, *asked]))
     overrides = split_overrides(request.hparams, recipes, host.methods)
 
+    augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
     specs = []
     for seed in seeds:
         for task in tasks:
@@ -121,7 +123,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
                 arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
                 num_classes=suite.num_classes, image_size=suite.image_size, budget=budget_name,
                 steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
-                weight_decay=budget.weight_decay, seed=seed,
+                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation,
             )
             for recipe in recipes:
                 components = recipe.split("+")

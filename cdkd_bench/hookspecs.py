@@ -71,6 +71,7 @@ def cdkd_architecture_names() -> list[str]:
 
     .. versionadded:: 0.1
     """
+    raise NotImplementedError  # a specification: pluggy never calls this body
 
 
 @hookspec

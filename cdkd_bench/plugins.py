@@ -15,7 +15,7 @@ from torch import nn
 
 from cdkd_bench import hookspecs
 from cdkd_bench.api import FAMILIES, Domain, Executor, Method, Selector, Suite
-from cdkd_bench.errors import UserError, close_matches
+from cdkd_bench.errors import UserError, close_matches, unknown_name
 from cdkd_bench.registry import RegistrationError, Registry
 
 ENTRY_POINT_GROUP = "cdkd_bench"
@@ -93,8 +93,6 @@ class Host:
         full = f"{suite.name}.{name}"
         if full in by_name:
             return by_name[full]
-        from cdkd_bench.errors import unknown_name
-
         raise unknown_name(f"task of suite {suite.name!r}", name, by_name)
 
     def architecture(self, name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
@@ -118,7 +116,8 @@ class Host:
         """(plugin, version, names) for every plugin that lists architectures."""
         rows = []
         for impl in self.pm.hook.cdkd_architecture_names.get_hookimpls():
-            rows.append((impl.plugin_name, self._versions.get(impl.plugin_name, ""), sorted(impl.function())))
+            names: list[str] = impl.function()  # type: ignore[assignment]
+            rows.append((impl.plugin_name, self._versions.get(impl.plugin_name, ""), sorted(names)))
         return rows
 
 

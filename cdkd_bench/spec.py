@@ -44,6 +44,7 @@ class TeacherSpec:
     lr: float
     weight_decay: float
     seed: int
+    augmentation: dict[str, Any] | None = None
     protocol: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:

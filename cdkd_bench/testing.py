@@ -81,7 +81,7 @@ def check_method(method: type[Method], num_classes: int = 4, batch: int = 6) -> 
     assert isinstance(terms, dict), "loss() must return a dict of named terms"
     for name, value in terms.items():
         assert isinstance(value, torch.Tensor) and value.dim() == 0, f"term {name!r} must be a scalar tensor"
-        assert math.isfinite(float(value)), f"term {name!r} is not finite"
+        assert math.isfinite(float(value.detach())), f"term {name!r} is not finite"
     if terms:
         torch.stack(list(terms.values())).sum().backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters()), "no gradient reaches the student"

@@ -6,6 +6,7 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ class RunFailed(Exception):
     """Training could not go on (a non-finite loss, say); the run is stored as failed."""
 
 
-def forward_outputs(model: nn.Module, x: torch.Tensor) -> Outputs:
+def forward_outputs(model: Any, x: torch.Tensor) -> Outputs:
     """Logits and pooled pre-logit features from one pass through a timm-style model."""
     features = model.forward_head(model.forward_features(x), pre_logits=True)
     return Outputs(logits=model.get_classifier()(features), features=features)
@@ -59,14 +60,19 @@ def fit(
     seed: int,
     teacher: nn.Module | None = None,
     reveal_target_labels: bool = False,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     desc: str = "train",
     show_progress: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` (and the components' own modules) for ``steps`` steps.
 
     The loss is cross-entropy on the labelled source batch plus every component's terms.
+    ``augment`` transforms source batches; it cannot be combined with a teacher, whose
+    outputs are precomputed for the unaugmented images.
     Returns each loss term averaged over the last tenth of training.
     """
+    if augment is not None and teacher is not None:
+        raise ValueError("augmentation and a teacher cannot be combined: teacher outputs are precomputed per image")
     device = source.x.device
     params = [*model.parameters(), *(p for c in components for p in c.parameters())]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -93,6 +99,8 @@ def fit(
     tail_sums: dict[str, float] = {}
     for index in tqdm(range(steps), desc=desc, leave=False, disable=not show_progress, mininterval=0.5):
         xs, ys, batch_indices["source"] = source_batches.next()
+        if augment is not None:
+            xs = augment(xs)
         target_batch = empty
         if target_batches is not None:
             xt, yt, batch_indices["target"] = target_batches.next()
@@ -140,7 +148,7 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return predict_outputs(model, x).logits.argmax(dim=1)
 
 
-def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, object]:
+def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
     """Top-1 accuracy, balanced accuracy (mean recall over classes present) and per-class accuracy, in %."""
     correct = (predictions == labels).float()
     per_class: list[float | None] = []

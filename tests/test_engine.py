@@ -5,12 +5,12 @@ from functools import partial
 
 import pytest
 import torch
+from helpers import SpyOnTarget, TestMethods
 
 from cdkd_bench.engine import EngineSettings, execute, execute_safely, load_task_data, obtain_teacher, teacher_path
 from cdkd_bench.grid import GridRequest, expand
 from cdkd_bench.plugins import load_host
 from cdkd_bench.training import fit
-from helpers import SpyOnTarget, TestMethods
 
 TASKS = ("printed_to_handwritten", "printed_to_textured")
 
@@ -57,8 +57,8 @@ def test_kd_updates_the_student_and_never_the_teacher(test_host, cache_dir) -> N
     teacher_before = copy.deepcopy(teacher.state_dict())
     student = test_host.architecture(spec.student_arch, 10)
     student_before = copy.deepcopy(student.state_dict())
-    from cdkd_plugins.methods.kd import KD
     from cdkd_bench import MethodInfo
+    from cdkd_plugins.methods.kd import KD
 
     kd = KD(KD.Hparams(), MethodInfo(10, 64, 128, 5))
     fit(student, [kd], data.source_train, data.target_train, steps=5, batch_size=16, lr=1e-2,

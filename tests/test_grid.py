@@ -3,13 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import Observer, TestMethods
 
 from cdkd_bench.engine import EngineSettings
 from cdkd_bench.errors import UserError
 from cdkd_bench.grid import GridRequest, expand, read_grid_file, run_grid
 from cdkd_bench.plugins import load_host
 from cdkd_bench.store import Store
-from helpers import Observer, TestMethods
 
 
 def quiet(_message: str) -> None:

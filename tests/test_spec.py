@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from cdkd_bench.grid import GridRequest, expand
-from cdkd_bench.spec import RunSpec, canonical_json, derive_seed, digest
+from cdkd_bench.spec import RunSpec, canonical_json, derive_seed
 
 
 def test_canonical_json_ignores_key_order() -> None:
@@ -67,3 +67,9 @@ def test_defaults_are_resolved_into_the_spec(host) -> None:
     spec = next(s for s in expand(host, GridRequest(tasks=("printed_to_handwritten",), seeds=(0,), budget="smoke")) if s.recipe == "kd")
     assert spec.hparams == {"kd": {"temperature": 4.0, "weight": 1.0, "variant": "kl", "domains": "both"}}
     assert spec.method_versions == {"kd": 1}
+
+
+def test_teacher_augmentation_is_part_of_the_teacher_key(specs: list[RunSpec]) -> None:
+    teacher = specs[0].teacher
+    assert teacher.augmentation is not None
+    assert dataclasses.replace(teacher, augmentation=None).key != teacher.key

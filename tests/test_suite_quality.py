@@ -1,0 +1,54 @@
+"""The embedded suite keeps its promises at the budget of the no-argument run (slow: minutes)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from cdkd_bench.engine import EngineSettings
+from cdkd_bench.grid import GridRequest, expand, run_grid
+from cdkd_bench.store import Store
+
+CHANCE = 10.0
+
+
+@pytest.mark.slow
+def test_default_grid_shows_a_real_domain_gap_and_a_strong_teacher(host, cache_dir: Path) -> None:
+    specs = expand(host, GridRequest())
+    store = Store(cache_dir.parent / "results.sqlite")
+    settings = EngineSettings(cache_dir=cache_dir, device="cpu")
+    summary = run_grid(host, specs, store, settings, show_progress=False, log=lambda _m: None)
+    assert summary.failed == 0 and summary.done == len(specs)
+
+    runs = store.runs()
+    teacher_val = defaultdict(list)
+    source_only = defaultdict(list)  # task -> [(source-val acc, target acc)]
+    for run in runs:
+        teacher_val[run.spec.source].append(run.metrics["teacher.source_val.acc"])
+        if run.spec.recipe == "source_only":
+            source_only[run.spec.task].append((run.metrics["source_val.acc"], run.metrics["target_test.acc"]))
+    for source, values in teacher_val.items():
+        assert min(values) >= 95.0, f"teacher on {source} reaches only {min(values):.1f}% source-val accuracy"
+    drops = {task: statistics.fmean(v - t for v, t in pairs) for task, pairs in source_only.items()}
+    assert sum(drop >= 10.0 for drop in drops.values()) >= len(drops) / 2, drops
+    for task, pairs in source_only.items():
+        assert min(t for _, t in pairs) >= 2.5 * CHANCE, f"{task}: source-only student near chance"
+
+    again = run_grid(host, specs, store, settings, show_progress=False, log=lambda _m: None)
+    assert (again.skipped, again.done, again.teachers_trained) == (len(specs), 0, 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_grid_runs_on_the_gpu(host, cache_dir: Path) -> None:
+    specs = expand(host, GridRequest(tasks=("printed_to_handwritten",), seeds=(0,), budget="smoke"))
+    store = Store(cache_dir.parent / "results.sqlite")
+    summary = run_grid(host, specs, store, EngineSettings(cache_dir=cache_dir, device="cuda"),
+                       show_progress=False, log=lambda _m: None)
+    assert summary.done == len(specs)
+    device = store.runs()[0].provenance["device"]
+    assert device == torch.cuda.get_device_name(0)
