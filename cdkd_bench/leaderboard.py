@@ -60,6 +60,7 @@ class Table:
     rows: list[Row]
     teacher_source_val: dict[str, dict[int, float]]
     flags: list[str]
+    produced_with: list[str] = field(default_factory=list)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -128,7 +129,17 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None) -> Tab
             flags.append(f"`{row.name}` reads target labels; it is the upper bound, not a competitor.")
     if host is not None and protocol.selection in host.selectors and host.selectors.get(protocol.selection).oracle:
         flags.append(f"ORACLE SELECTION: rule `{protocol.selection}` chose checkpoints using target test labels.")
-    return Table(protocol, tasks, rows, teacher_source_val, flags)
+    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group))
+
+
+def _produced_with(group: list[StoredRun]) -> list[str]:
+    """The distinct software and devices behind a table's runs, from their stored provenance."""
+    seen: dict[str, None] = {}
+    for run in group:
+        p = run.provenance
+        if p:
+            seen[f"cdkd-bench {p.get('cdkd_bench')}, torch {p.get('torch')}, timm {p.get('timm')}, on {p.get('device')}"] = None
+    return list(seen)
 
 
 def _short_task(task: str, suite: str) -> str:
@@ -177,6 +188,8 @@ def render_markdown(tables: list[Table], title: str) -> str:
         for source, per_seed in sorted(table.teacher_source_val.items()):
             lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
         lines.append("")
+        if table.produced_with:
+            lines += ["Produced with: " + "; ".join(table.produced_with) + ".", ""]
     return "\n".join(lines)
 
 

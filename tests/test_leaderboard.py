@@ -25,7 +25,8 @@ def fill_store(host, path: Path) -> Store:
             "teacher.target_test.acc": 80.0,
             "teacher.source_val.acc": 99.0 - spec.seed,
         }
-        store.record(spec, {"status": "done", "metrics": metrics, "timings": {}, "provenance": {}})
+        provenance = {"cdkd_bench": "0.1.0", "torch": "2.14.1", "timm": "1.0.31", "device": "cpu (x86_64, 2 threads)"}
+        store.record(spec, {"status": "done", "metrics": metrics, "timings": {}, "provenance": provenance})
     return store
 
 
@@ -52,6 +53,7 @@ def test_table_rows_columns_and_gap_closed(host, tmp_path: Path) -> None:
     assert "target_oracle (upper bound: trained with target labels)" in text
     assert "`target_oracle` reads target labels" in text
     assert "| embedded.printed | 98.5 ± 0.7 (n=2) |" in text
+    assert "Produced with: cdkd-bench 0.1.0, torch 2.14.1, timm 1.0.31, on cpu (x86_64, 2 threads)." in text
 
 
 def test_average_counts_only_seeds_that_have_every_task(host, tmp_path: Path) -> None:
