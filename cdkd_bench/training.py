@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from cdkd_bench.api import Batch, DomainRole, Method, Outputs, Step
 from cdkd_bench.data import BatchStream, Split
 
+FINITE_CHECK_EVERY = 25
+
 
 class RunFailed(Exception):
     """Training could not go on (a non-finite loss, say); the run is stored as failed."""
@@ -92,11 +94,12 @@ def fit(
     def teacher_outputs(role: DomainRole) -> Outputs:
         table, idx = teacher_table[role], batch_indices[role]
         return Outputs(logits=table.logits[idx], features=table.features[idx])
+
     model.train()
     for component in components:
         component.train()
     tail_start = steps - max(1, steps // 10)
-    tail_sums: dict[str, float] = {}
+    tail_sums: dict[str, Any] = {}  # device tensors, read back once at the end
     for index in tqdm(range(steps), desc=desc, leave=False, disable=not show_progress, mininterval=0.5):
         xs, ys, batch_indices["source"] = source_batches.next()
         if augment is not None:
@@ -113,19 +116,21 @@ def fit(
                 for name, value in component.loss(step).items():
                     terms[f"{component.name}.{name}"] = value
         loss = torch.stack([v.float() for v in terms.values()]).sum()
-        if not torch.isfinite(loss):
+        # Checking finiteness reads the loss back from the device, a sync that stalls a GPU:
+        # do it every few steps; a non-finite loss poisons the weights, so it is still caught.
+        if (index % FINITE_CHECK_EVERY == 0 or index == steps - 1) and not torch.isfinite(loss):
             values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-            raise RunFailed(f"the loss became {float(loss.detach())} at step {index} ({values})")
+            raise RunFailed(f"the loss became {float(loss.detach())} by step {index} ({values})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         if index >= tail_start:
             for name, value in terms.items():
-                tail_sums[name] = tail_sums.get(name, 0.0) + float(value.detach())
+                tail_sums[name] = tail_sums.get(name, 0.0) + value.detach().float()
     optimizer.zero_grad(set_to_none=True)  # leave no stale gradients on a model that is frozen next
     count = steps - tail_start
-    return {name: total / count for name, total in tail_sums.items()}
+    return {name: float(total) / count for name, total in tail_sums.items()}
 
 
 @torch.no_grad()

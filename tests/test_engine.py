@@ -89,7 +89,7 @@ def test_a_non_finite_loss_fails_the_run_with_a_sentence(test_host, cache_dir) -
     spec = pick(specs_for(test_host, recipes=("diverges",)), "diverges", TASKS[0])
     result = execute_safely(partial(execute, spec, test_host, settings))
     assert result["status"] == "failed"
-    assert result["error"].startswith("the loss became nan at step 0")
+    assert result["error"].startswith("the loss became nan by step 0")
 
 
 def test_metrics_cover_the_protocol(test_host, cache_dir) -> None:
