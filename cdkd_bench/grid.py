@@ -19,6 +19,7 @@ from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
 from cdkd_bench.plugins import Host
 from cdkd_bench.spec import RunSpec, TeacherSpec
 from cdkd_bench.store import Store
+from cdkd_bench.training import progress_disabled
 
 LABEL_REGIMES = ("uda",)
 DEFAULT_SUITE = "embedded"
@@ -198,7 +199,7 @@ def run_grid(
     # Stage 1: each distinct teacher once, so parallel executors never train one twice.
     teachers = list({s.teacher.key: s.teacher for s in pending}.values())
     teacher_errors: dict[str, str] = {}
-    teacher_bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=not show_progress)
+    teacher_bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=progress_disabled(show_progress))
 
     def on_teacher(index: int, result: Mapping[str, Any]) -> None:
         teacher = teachers[index]
@@ -219,7 +220,7 @@ def run_grid(
     for spec in pending:
         if spec.teacher.key in teacher_errors:
             _finish(host, store, summary, spec, {"status": "failed", "error": f"its teacher failed: {teacher_errors[spec.teacher.key]}"}, log)
-    run_bar = tqdm(total=len(runnable), desc="runs", unit="run", disable=not show_progress)
+    run_bar = tqdm(total=len(runnable), desc="runs", unit="run", disable=progress_disabled(show_progress))
 
     def on_run(index: int, result: Mapping[str, Any]) -> None:
         _finish(host, store, summary, runnable[index], dict(result), log)

@@ -19,6 +19,11 @@ from cdkd_bench.data import BatchStream, Split
 FINITE_CHECK_EVERY = 25
 
 
+def progress_disabled(show_progress: bool) -> bool | None:
+    """tqdm's ``disable``: None draws bars only on a terminal, so logs and pipes stay readable."""
+    return None if show_progress else True
+
+
 class RunFailed(Exception):
     """Training could not go on (a non-finite loss, say); the run is stored as failed."""
 
@@ -100,7 +105,7 @@ def fit(
         component.train()
     tail_start = steps - max(1, steps // 10)
     tail_sums: dict[str, Any] = {}  # device tensors, read back once at the end
-    for index in tqdm(range(steps), desc=desc, leave=False, disable=not show_progress, mininterval=0.5):
+    for index in tqdm(range(steps), desc=desc, leave=False, disable=progress_disabled(show_progress), mininterval=0.5):
         xs, ys, batch_indices["source"] = source_batches.next()
         if augment is not None:
             xs = augment(xs)
