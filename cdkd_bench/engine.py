@@ -26,6 +26,12 @@ from cdkd_bench.training import RunFailed, classification_metrics, feature_size,
 SUPPORTED_TEACHER_RECIPES = ("source",)
 
 
+def check_teacher_recipe(name: str) -> None:
+    """Reject teacher recipes the engine cannot train (checked when a grid expands, and again per run)."""
+    if name not in SUPPORTED_TEACHER_RECIPES:
+        raise UserError(f"teacher recipe {name!r} is not supported yet; use one of {', '.join(SUPPORTED_TEACHER_RECIPES)}")
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Where runs keep their caches and what they run on; not part of any run's identity."""
@@ -99,8 +105,7 @@ def obtain_teacher(
 
     Returns (model, its source-stage metrics, whether it was trained now).
     """
-    if teacher.teacher_recipe not in SUPPORTED_TEACHER_RECIPES:
-        raise UserError(f"teacher recipe {teacher.teacher_recipe!r} is not supported; use one of {SUPPORTED_TEACHER_RECIPES}")
+    check_teacher_recipe(teacher.teacher_recipe)
     torch.manual_seed(derive_seed(teacher.seed, "teacher-init"))
     model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device)
     path = teacher_path(settings, teacher)

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from cdkd_bench.engine import SUPPORTED_TEACHER_RECIPES, EngineSettings, execute, execute_safely, prepare_teacher
+from cdkd_bench.engine import EngineSettings, check_teacher_recipe, execute, execute_safely, prepare_teacher
 from cdkd_bench.errors import UserError, close_matches, unknown_name
 from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
 from cdkd_bench.plugins import Host
@@ -114,8 +114,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     references = [e.name for e in host.methods if e.value.reference]
     recipes = list(dict.fromkeys([*references, *asked]))
     overrides = split_overrides(request.hparams, recipes, host.methods)
-    if request.teacher_recipe not in SUPPORTED_TEACHER_RECIPES:
-        raise UserError(f"teacher recipe {request.teacher_recipe!r} is not supported yet; use one of {', '.join(SUPPORTED_TEACHER_RECIPES)}")
+    check_teacher_recipe(request.teacher_recipe)
     # Every component's hparams in full, defaults included, so a changed default changes the hash.
     resolved_hparams = {
         name: dataclasses.asdict(build_hparams(host.methods.get(name), overrides.get(name, {})))
