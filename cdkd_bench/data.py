@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench.api import DataContext, Domain, DomainData
+from cdkd_bench.cache import cache_lock, load_verified, save_verified
 from cdkd_bench.errors import UserError
 
 CACHE_ENV = "CDKD_BENCH_CACHE"
@@ -32,29 +33,6 @@ def default_cache_dir() -> Path:
 def default_data_root() -> Path | None:
     value = os.environ.get(DATA_ENV)
     return Path(value).expanduser() if value else None
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write with torch.save to a temporary file and rename it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def safe_load(path: Path) -> Any:
-    """Load a cache file with ``weights_only=True``; a damaged file reads as missing."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - truncated or foreign files are rebuilt, never trusted
-        return None
 
 
 def _check(domain: Domain, data: Any) -> DomainData:
@@ -81,17 +59,47 @@ def resize_rgb(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.contiguous()
 
 
+def domain_cache_path(domain: Domain, image_size: int, cache_dir: Path) -> Path:
+    return cache_dir / "data" / f"{domain.name}-v{domain.version}-{image_size}px.pt"
+
+
+def _usable_domain_tensors(domain: Domain) -> Callable[[dict[str, torch.Tensor], dict[str, Any]], str | None]:
+    def check(tensors: dict[str, torch.Tensor], _extra: dict[str, Any]) -> str | None:
+        if set(tensors) != set(_SPLIT_FIELDS):
+            return "is missing a split"
+        try:
+            _check(domain, DomainData(**tensors))
+        except UserError as exc:
+            return f"is malformed ({exc})"
+        return None
+
+    return check
+
+
+_SPLIT_FIELDS = ("train_x", "train_y", "test_x", "test_y")
+
+
 def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None) -> DomainData:
-    """The domain's images at ``image_size`` as uint8 RGB, decoded once and cached on disk."""
-    path = cache_dir / "data" / f"{domain.name}-v{domain.version}-{image_size}px.pt"
-    cached = safe_load(path)
-    if isinstance(cached, dict) and set(cached) == {"train_x", "train_y", "test_x", "test_y"}:
-        return DomainData(**cached)
-    raw = _check(domain, domain.load(DataContext(data_root, cache_dir / "raw" / domain.name)))
-    data = DomainData(
-        resize_rgb(raw.train_x, image_size), raw.train_y.long(), resize_rgb(raw.test_x, image_size), raw.test_y.long()
-    )
-    atomic_save({"train_x": data.train_x, "train_y": data.train_y, "test_x": data.test_x, "test_y": data.test_y}, path)
+    """The domain's images at ``image_size`` as uint8 RGB, decoded once and cached on disk.
+
+    The cache file records the domain, its version and the size it holds, and a hash of
+    its content; a file that does not match is rebuilt (see :mod:`cdkd_bench.cache`).
+    """
+    path = domain_cache_path(domain, image_size, cache_dir)
+    identity = {"kind": "domain", "domain": domain.name, "version": domain.version, "image_size": image_size}
+    check = _usable_domain_tensors(domain)
+    cached = load_verified(path, identity, check)
+    if cached is not None:
+        return DomainData(**cached[0])
+    with cache_lock(path):
+        cached = load_verified(path, identity, check, report=False)  # another process may have built it meanwhile
+        if cached is not None:
+            return DomainData(**cached[0])
+        raw = _check(domain, domain.load(DataContext(data_root, cache_dir / "raw" / domain.name)))
+        data = DomainData(
+            resize_rgb(raw.train_x, image_size), raw.train_y.long(), resize_rgb(raw.test_x, image_size), raw.test_y.long()
+        )
+        save_verified(path, identity, {name: getattr(data, name) for name in _SPLIT_FIELDS}, {})
     return data
 
 
