@@ -15,7 +15,9 @@ from torch import nn
 
 from cdkd_bench.api import MethodInfo
 from cdkd_bench.augment import augmentation_from_dict, augmenter
-from cdkd_bench.data import Split, atomic_save, load_domain, safe_load, to_input, validation_split
+from cdkd_bench.cache import cache_lock, is_locked, load_verified, non_finite, save_verified
+from cdkd_bench.compute import default_threads, make_deterministic, numerics, pick_device, use_threads
+from cdkd_bench.data import Split, load_domain, to_input, validation_split
 from cdkd_bench.errors import UserError
 from cdkd_bench.hparams import build_hparams
 from cdkd_bench.plugins import Host
@@ -39,7 +41,16 @@ class EngineSettings:
     cache_dir: Path
     data_root: Path | None = None
     device: str = "auto"
+    threads: int | None = None
+    """CPU threads per run; None: ``CDKD_BENCH_THREADS`` or every core (see compute.default_threads)."""
     show_progress: bool = False
+
+    def resolved_threads(self) -> int:
+        return self.threads if self.threads is not None else default_threads()
+
+
+class TeacherBusy(Exception):
+    """Another process is training this teacher right now (raised only when asked not to wait)."""
 
 
 @dataclass
@@ -48,23 +59,6 @@ class TaskData:
     source_val: Split
     target_train: Split
     target_test: Split
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} was asked for but no CUDA device is available; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-
-
-def make_deterministic() -> None:
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
@@ -98,46 +92,84 @@ def teacher_path(settings: EngineSettings, teacher: TeacherSpec) -> Path:
     return settings.cache_dir / "teachers" / f"{teacher.key}.pt"
 
 
+def _check_numerics(planned: str, device: torch.device, settings: EngineSettings) -> None:
+    """Refuse to compute a run or teacher with other numerics than its identity says."""
+    actual = numerics(device, settings.resolved_threads())
+    if actual != planned:
+        raise UserError(f"this work was planned for {planned!r} but would run as {actual!r}; run the grid again with matching settings")
+    use_threads(device, settings.resolved_threads())
+
+
+def _load_teacher(model: nn.Module, teacher: TeacherSpec, path: Path, report: bool = True) -> dict[str, float] | None:
+    """Load the cached teacher into ``model`` if the file is exactly this teacher; its metrics, or None."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+    def usable(tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> str | None:
+        if {name: tuple(t.shape) for name, t in tensors.items()} != expected:
+            return f"does not fit architecture {teacher.arch!r}"
+        metrics = extra.get("metrics")
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("source_val.acc"), float):
+            return "is malformed (no source-val accuracy)"
+        return non_finite(tensors)
+
+    cached = load_verified(path, {"kind": "teacher", **teacher.to_dict()}, usable, report=report)
+    if cached is None:
+        return None
+    model.load_state_dict(cached[0])
+    return dict(cached[1]["metrics"])
+
+
 def obtain_teacher(
-    host: Host, teacher: TeacherSpec, source_train: Split, source_val: Split, settings: EngineSettings, device: torch.device
+    host: Host, teacher: TeacherSpec, source_train: Split, source_val: Split, settings: EngineSettings, device: torch.device,
+    wait: bool = True,
 ) -> tuple[nn.Module, dict[str, float], bool]:
     """The frozen teacher for ``teacher``: loaded from the cache, or trained once and cached.
 
-    Returns (model, its source-stage metrics, whether it was trained now).
+    Training happens under the key's lock, so concurrent processes train a teacher once and
+    the others load it; with ``wait=False`` a teacher being trained elsewhere raises
+    :class:`TeacherBusy` instead of waiting. Returns (model, its source-stage metrics,
+    whether it was trained now).
     """
     check_teacher_recipe(teacher.teacher_recipe)
+    _check_numerics(teacher.numerics, device, settings)
     torch.manual_seed(derive_seed(teacher.seed, "teacher-init"))
     model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device)
     path = teacher_path(settings, teacher)
-    cached = safe_load(path)
+    metrics = _load_teacher(model, teacher, path)
     trained_now = False
-    if isinstance(cached, dict) and "state_dict" in cached and "metrics" in cached:
-        model.load_state_dict(cached["state_dict"])
-        metrics = dict(cached["metrics"])
-    else:
-        started = time.perf_counter()
-        policy = augmentation_from_dict(teacher.augmentation)
-        fit(
-            model, [], source_train, None,
-            steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
-            seed=derive_seed(teacher.seed, "teacher-batches"),
-            augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment")) if policy else None,
-            desc=f"teacher {teacher.arch} on {teacher.source}", show_progress=settings.show_progress,
-        )
-        val = classification_metrics(predict(model, source_val.x), source_val.y, teacher.num_classes)
-        metrics = {"source_val.acc": val["acc"], "train_s": time.perf_counter() - started}
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save({"state_dict": state, "metrics": metrics, "spec": teacher.to_dict()}, path)
-        trained_now = True
+    if metrics is None:
+        if not wait and is_locked(path):
+            raise TeacherBusy(teacher.key)
+        with cache_lock(path):
+            metrics = _load_teacher(model, teacher, path, report=False)  # trained meanwhile by another process?
+            if metrics is None:
+                metrics = _train_teacher(model, teacher, source_train, source_val, settings)
+                save_verified(path, {"kind": "teacher", **teacher.to_dict()}, model.state_dict(), {"metrics": metrics})
+                trained_now = True
     model.eval()
     model.requires_grad_(False)  # frozen: no component may update the teacher
     return model, metrics, trained_now
+
+
+def _train_teacher(model: nn.Module, teacher: TeacherSpec, source_train: Split, source_val: Split, settings: EngineSettings) -> dict[str, float]:
+    started = time.perf_counter()
+    policy = augmentation_from_dict(teacher.augmentation)
+    fit(
+        model, [], source_train, None,
+        steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
+        seed=derive_seed(teacher.seed, "teacher-batches"),
+        augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment")) if policy else None,
+        desc=f"teacher {teacher.arch} on {teacher.source}", show_progress=settings.show_progress,
+    )
+    val = classification_metrics(predict(model, source_val.x), source_val.y, teacher.num_classes)
+    return {"source_val.acc": val["acc"], "train_s": time.perf_counter() - started}
 
 
 def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, Any]:
     """Run one spec end to end and return its metrics, timings and provenance (raises on failure)."""
     started = time.perf_counter()
     device = pick_device(settings.device)
+    _check_numerics(spec.numerics, device, settings)
     make_deterministic()
     torch.manual_seed(derive_seed(spec.seed, "run"))
     suite = host.suite(spec.suite)
@@ -215,13 +247,20 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
     }
 
 
-def prepare_teacher(teacher: TeacherSpec, host: Host, settings: EngineSettings) -> dict[str, Any]:
-    """Make sure the teacher is in the cache (train it if not); returns its source-stage metrics."""
+def prepare_teacher(teacher: TeacherSpec, host: Host, settings: EngineSettings, wait: bool = True) -> dict[str, Any]:
+    """Make sure the teacher is in the cache (train it if not); returns its source-stage metrics.
+
+    With ``wait=False`` a teacher that another process is training comes back as
+    ``{"busy": True}`` at once, so the caller can do other work first.
+    """
     device = pick_device(settings.device)
     make_deterministic()
     source_train, source_val = load_source(host, teacher.suite, teacher.source, settings, device)
-    _, metrics, trained = obtain_teacher(host, teacher, source_train, source_val, settings, device)
-    return {"metrics": metrics, "teacher_trained": trained}
+    try:
+        _, metrics, trained = obtain_teacher(host, teacher, source_train, source_val, settings, device, wait=wait)
+    except TeacherBusy:
+        return {"busy": True, "metrics": {}, "teacher_trained": False}
+    return {"busy": False, "metrics": metrics, "teacher_trained": trained}
 
 
 def execute_safely(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Bump whenever the engine changes what a run computes: every stored result is keyed by it.
-PROTOCOL_VERSION = 1
+# 2: the CPU thread count / CUDA precision (``numerics``) joined run and teacher identity.
+PROTOCOL_VERSION = 2
 
 
 def canonical_json(obj: Any) -> str:
@@ -45,6 +46,8 @@ class TeacherSpec:
     weight_decay: float
     seed: int
     augmentation: dict[str, Any] | None = None
+    numerics: str = ""
+    """The device kind and CPU thread count the teacher is trained with (see compute.numerics)."""
     protocol: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +84,8 @@ class RunSpec:
     lr: float
     weight_decay: float
     seed: int
+    numerics: str = ""
+    """The device kind and CPU thread count the student is trained with (see compute.numerics)."""
     protocol: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,8 +93,12 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """A spec read back from the store; rows written before a field existed get its default."""
         fields = dict(data)
-        fields["teacher"] = TeacherSpec(**fields["teacher"])
+        teacher = dict(fields["teacher"])
+        teacher.setdefault("protocol", 1)
+        fields["teacher"] = TeacherSpec(**teacher)
+        fields.setdefault("protocol", 1)
         return cls(**fields)
 
     @property

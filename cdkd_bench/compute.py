@@ -1,0 +1,73 @@
+"""What a run computes on: the device, the CPU thread count, and the numerics they imply.
+
+CPU kernels split their reductions across threads, so the same run with 1 and 2 threads
+ends with different weights. The thread count on the CPU (and bf16 autocast on CUDA) is
+therefore part of what identifies a run and a teacher: see ``numerics``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from cdkd_bench.errors import UserError
+
+THREADS_ENV = "CDKD_BENCH_THREADS"
+_DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|cuda:\d+)")
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parse_threads(text: str, source: str) -> int:
+    """A CPU thread count given by the user (``--threads`` or the environment), checked."""
+    try:
+        threads = int(text.strip())
+    except ValueError:
+        raise UserError(f"{source} must be a whole number of CPU threads, got {text!r}") from None
+    if not 1 <= threads <= 1024:
+        raise UserError(f"{source} must be between 1 and 1024 CPU threads, got {threads}")
+    return threads
+
+
+def default_threads() -> int:
+    """``CDKD_BENCH_THREADS`` if set, else every core this process may use."""
+    value = os.environ.get(THREADS_ENV)
+    return parse_threads(value, f"the environment variable {THREADS_ENV}") if value is not None else available_cores()
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; anything else is a user error."""
+    if not _DEVICE_PATTERN.fullmatch(name):
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} was asked for but no CUDA device is available; use --device cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(name)
+
+
+def numerics(device: torch.device, threads: int) -> str:
+    """What decides a run's floating-point results besides its spec; part of run and teacher identity."""
+    if device.type == "cuda":
+        return "cuda bf16-autocast"
+    return f"cpu fp32 {threads} thread{'s' if threads > 1 else ''}"
+
+
+def use_threads(device: torch.device, threads: int) -> None:
+    """Give torch exactly ``threads`` intra-op threads for CPU work."""
+    if device.type == "cpu" and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def make_deterministic() -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
