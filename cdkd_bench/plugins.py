@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
+from pluggy import HookImpl
 from torch import nn
 
 from cdkd_bench import hookspecs
@@ -21,16 +24,23 @@ from cdkd_bench.registry import RegistrationError, Registry
 ENTRY_POINT_GROUP = "cdkd_bench"
 DISABLE_ENV = "CDKD_BENCH_DISABLE_PLUGINS"
 TRACE_ENV = "CDKD_BENCH_TRACE"
+# Registered names become file names (cache entries, leaderboard pages): no paths, no odd characters.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+log = logging.getLogger("cdkd_bench")
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """One entry point of the group, loaded or not."""
+    """One entry point of the group: loaded, or skipped with the reason in ``error``."""
 
     name: str
     version: str
     distribution: str
     error: str | None = None
+
+    def describe(self) -> str:
+        where = f"{self.distribution} {self.version}".strip()
+        return f"{self.name!r} (distribution {where})" if where else repr(self.name)
 
 
 def disabled_plugins() -> set[str]:
@@ -38,8 +48,28 @@ def disabled_plugins() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+# (hook, registry attribute, validation) in the order registrations are collected.
+_REGISTRATIONS: tuple[tuple[str, str], ...] = (
+    ("cdkd_register_domains", "domains"),
+    ("cdkd_register_suites", "suites"),
+    ("cdkd_register_methods", "methods"),
+    ("cdkd_register_executors", "executors"),
+    ("cdkd_register_selectors", "selectors"),
+)
+
+
+def call_impl(impl: HookImpl, **kwargs: Any) -> Any:
+    """Call one plugin's implementation of a hook with the arguments it declares."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
+
+
 class Host:
-    """Everything the loaded plugins provide, by kind."""
+    """Everything the loaded plugins provide, by kind.
+
+    A plugin that misbehaves (a registration hook or resolver that raises, an invalid or
+    duplicate registration) is reported by name and distribution and all of its
+    registrations are dropped; the rest of the tool keeps working.
+    """
 
     def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo]) -> None:
         self.pm = pm
@@ -50,28 +80,80 @@ class Host:
         self.methods: Registry[type[Method]] = Registry("method")
         self.executors: Registry[type[Executor]] = Registry("executor")
         self.selectors: Registry[Selector] = Registry("selection rule")
-        self._collect("cdkd_register_domains", self.domains, _check_domain)
-        self._collect("cdkd_register_suites", self.suites, _check_suite)
-        self._collect("cdkd_register_methods", self.methods, _check_method)
-        self._collect("cdkd_register_executors", self.executors, _check_executor)
-        self._collect("cdkd_register_selectors", self.selectors, _check_selector)
+        self._register_all()
 
     @property
     def failed_plugins(self) -> list[PluginInfo]:
         return [p for p in self.plugins if p.error]
 
-    def _collect(self, hook_name: str, registry: Registry[Any], check: Callable[[Any, str], str]) -> None:
-        # Each plugin's implementation is called on its own so every registration is
-        # attributed to the plugin that made it (needed for duplicate-name errors).
-        everyone = self.pm.get_plugins()
-        for plugin in everyone:
-            plugin_name = self.pm.get_name(plugin) or repr(plugin)
-            caller = self.pm.subset_hook_caller(hook_name, [p for p in everyone if p is not plugin])
+    def describe_plugin(self, name: str) -> str:
+        info = next((p for p in self.plugins if p.name == name), None)
+        return info.describe() if info else repr(name)
 
-            def register(obj: Any, _plugin: str = plugin_name) -> None:
-                registry.add(check(obj, _plugin), obj, _plugin, self._versions.get(_plugin, ""))
+    def _loaded_in_order(self) -> list[str]:
+        return [p.name for p in self.plugins if not p.error]
 
-            caller(register=register)
+    def _impls(self, hook_name: str, plugin: str) -> list[HookImpl]:
+        return [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin_name == plugin]
+
+    def _register_all(self) -> None:
+        # Stage every plugin's registrations first, so a plugin failing in a later hook
+        # loses the earlier ones too; then the first plugin in load order (built-ins
+        # first) keeps a contested name and the later one is the faulty one.
+        staged: dict[str, list[tuple[str, str, Any]]] = {name: [] for name in self._loaded_in_order()}
+        for hook_name, attribute in _REGISTRATIONS:
+            registry: Registry[Any] = getattr(self, attribute)
+            for plugin in self._loaded_in_order():
+                def register(obj: Any, _plugin: str = plugin, _attribute: str = attribute, _kind: str = registry.kind) -> None:
+                    staged[_plugin].append((_attribute, _check_registration(_kind, obj, _plugin), obj))
+
+                for impl in self._impls(hook_name, plugin):
+                    try:
+                        call_impl(impl, register=register)
+                    except RegistrationError as exc:
+                        self._fail(plugin, str(exc))
+                    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's bug must not stop the tool
+                        self._fail(plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
+        owners: dict[tuple[str, str], str] = {}
+        for plugin in self._loaded_in_order():
+            mine: set[tuple[str, str]] = set()
+            for attribute, name, _ in staged[plugin]:
+                kind = getattr(self, attribute).kind
+                if (attribute, name) in mine:
+                    self._fail(plugin, f"it registers {kind} {name!r} twice")
+                    break
+                if (attribute, name) in owners:
+                    self._fail(plugin, f"{kind} {name!r} is already registered by plugin {self.describe_plugin(owners[attribute, name])}")
+                    break
+                mine.add((attribute, name))
+            else:
+                owners.update(dict.fromkeys(mine, plugin))
+        for plugin in self._loaded_in_order():
+            for attribute, name, obj in staged[plugin]:
+                getattr(self, attribute).add(name, obj, plugin, self._versions.get(plugin, ""))
+
+    def _fail(self, plugin: str, reason: str) -> None:
+        """Mark a plugin as skipped, drop what it registered and stop calling its hooks."""
+        self.plugins = [dataclasses.replace(p, error=p.error or reason) if p.name == plugin else p for p in self.plugins]
+        for _, attribute in _REGISTRATIONS:
+            getattr(self, attribute).remove_plugin(plugin)
+        if self.pm.has_plugin(plugin):
+            self.pm.unregister(name=plugin)
+
+    def quarantine(self, plugin: str, reason: str) -> None:
+        """A plugin failed while the tool was working: say so once and stop using it."""
+        log.warning("plugin %s failed and is skipped from now on: %s", self.describe_plugin(plugin), reason)
+        self._fail(plugin, reason)
+
+    def notify(self, hook_name: str, **kwargs: Any) -> list[tuple[str, str]]:
+        """Call every observer of ``hook_name``; returns (plugin, error) for those that raised."""
+        errors = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                call_impl(impl, **kwargs)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - observers never stop a grid
+                errors.append((impl.plugin_name, f"{type(exc).__name__}: {exc}"))
+        return errors
 
     # ------------------------------------------------------------------ lookups
 
@@ -96,27 +178,36 @@ class Host:
         raise unknown_name(f"task of suite {suite.name!r}", name, by_name)
 
     def architecture(self, name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
-        model = self.pm.hook.cdkd_resolve_architecture(name=name, num_classes=num_classes, pretrained=pretrained)
-        if model is None:
-            known = self.architecture_names()
-            matches = close_matches(name, known)
-            hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
-            raise UserError(
-                f"unknown architecture {name!r}{hint} (`cdkd-bench list archs` shows the {len(known)} known names)"
-            )
-        return model
+        """Ask each resolver in pluggy's order (the timm fallback last); the first model wins."""
+        for impl in reversed(self.pm.hook.cdkd_resolve_architecture.get_hookimpls()):
+            try:
+                model = call_impl(impl, name=name, num_classes=num_classes, pretrained=pretrained)
+            except UserError:
+                raise
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken resolver must not hide the others
+                self.quarantine(impl.plugin_name, f"its architecture resolver raised {type(exc).__name__}: {exc}")
+                continue
+            if model is not None:
+                return model
+        known = self.architecture_names()
+        matches = close_matches(name, known)
+        hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+        raise UserError(f"unknown architecture {name!r}{hint} (`cdkd-bench list archs` shows the {len(known)} known names)")
 
     def architecture_names(self) -> list[str]:
-        names: list[str] = []
-        for chunk in self.pm.hook.cdkd_architecture_names():
-            names.extend(chunk)
-        return sorted(set(names))
+        return sorted({name for _, _, names in self.architecture_names_by_plugin() for name in names})
 
     def architecture_names_by_plugin(self) -> list[tuple[str, str, list[str]]]:
         """(plugin, version, names) for every plugin that lists architectures."""
         rows = []
-        for impl in self.pm.hook.cdkd_architecture_names.get_hookimpls():
-            names: list[str] = impl.function()  # type: ignore[assignment]
+        for impl in reversed(self.pm.hook.cdkd_architecture_names.get_hookimpls()):
+            try:
+                names = call_impl(impl)
+                if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+                    raise TypeError(f"it returned {type(names).__name__}, not a list of names")
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
+                self.quarantine(impl.plugin_name, f"cdkd_architecture_names raised {type(exc).__name__}: {exc}")
+                continue
             rows.append((impl.plugin_name, self._versions.get(impl.plugin_name, ""), sorted(names)))
         return rows
 
@@ -124,8 +215,10 @@ class Host:
 def load_host(extra_plugins: Iterable[tuple[str, object]] = ()) -> Host:
     """Load every entry point of the ``cdkd_bench`` group (minus disabled ones) into a Host.
 
-    A plugin that fails to import is recorded with its error and the rest still load.
-    ``extra_plugins`` are (name, module-or-object) pairs registered after the entry points.
+    Built-in plugins load first, then the others by entry-point name. A plugin that fails
+    to import (``sys.exit`` included) or implements a hook that does not exist is recorded
+    with its error and the rest still load. ``extra_plugins`` are (name, module-or-object)
+    pairs registered after the entry points.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -133,30 +226,58 @@ def load_host(extra_plugins: Iterable[tuple[str, object]] = ()) -> Host:
         pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
         pm.enable_tracing()
     skip = disabled_plugins()
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (_distribution(e) != BUILTIN_DISTRIBUTION, e.name))
+    _warn_unknown_disabled(skip, {ep.name for ep in found})
     infos: list[PluginInfo] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = ep.dist.metadata["Name"] if ep.dist else ""
-        version = ep.dist.version if ep.dist else ""
+    for ep in found:
         if ep.name in skip:
             continue
-        if pm.has_plugin(ep.name):
-            infos.append(PluginInfo(ep.name, version, dist, f"entry point name {ep.name!r} is used twice"))
+        version = ep.dist.version if ep.dist else ""
+        if pm.has_plugin(ep.name) or any(p.name == ep.name for p in infos):
+            infos.append(PluginInfo(ep.name, version, _distribution(ep), f"entry point name {ep.name!r} is used twice"))
             continue
         try:
-            module = ep.load()
-            pm.register(module, name=ep.name)
-        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is reported, not fatal
-            infos.append(PluginInfo(ep.name, version, dist, f"{type(exc).__name__}: {exc}"))
+            plugin = ep.load()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure of a plugin is reported, not fatal
+            infos.append(PluginInfo(ep.name, version, _distribution(ep), f"{type(exc).__name__} while importing: {exc}"))
             continue
-        infos.append(PluginInfo(ep.name, version, dist))
+        infos.append(PluginInfo(ep.name, version, _distribution(ep), _register(pm, ep.name, plugin)))
     for name, plugin in extra_plugins:
-        pm.register(plugin, name=name)
-        infos.append(PluginInfo(name, "", ""))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise RegistrationError(f"a plugin implements a hook that does not exist: {exc}") from None
+        infos.append(PluginInfo(name, "", "", _register(pm, name, plugin)))
     return Host(pm, infos)
+
+
+BUILTIN_DISTRIBUTION = "cdkd-bench"
+
+
+def _distribution(ep: Any) -> str:
+    return str(ep.dist.metadata["Name"]) if ep.dist else ""
+
+
+def _register(pm: pluggy.PluginManager, name: str, plugin: object) -> str | None:
+    """Register one plugin; the reason it cannot be used, or None."""
+    unknown = [
+        attr for attr in dir(plugin)
+        if attr.startswith("cdkd_") and pm.parse_hookimpl_opts(plugin, attr) is not None and not hasattr(hookspecs, attr)
+    ]
+    if unknown:
+        hooks = [h for h in dir(hookspecs) if h.startswith("cdkd_")]
+        matches = close_matches(unknown[0], hooks)
+        hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+        return f"it implements hook {unknown[0]!r}, which does not exist{hint}"
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        return f"it cannot be registered: {exc}"
+    return None
+
+
+def _warn_unknown_disabled(skip: set[str], installed: set[str]) -> None:
+    for name in sorted(skip - installed):
+        matches = close_matches(name, installed)
+        hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+        log.warning("%s names %r, which is not an installed plugin%s (installed: %s)",
+                    DISABLE_ENV, name, hint, ", ".join(sorted(installed)))
 
 
 # ---------------------------------------------------------------------- validation of registrations
@@ -209,3 +330,25 @@ def _check_selector(obj: Any, plugin: str) -> str:
     if not isinstance(obj, Selector):
         raise RegistrationError(f"plugin {plugin!r} registered {obj!r}; expected a cdkd_bench.Selector")
     return obj.name
+
+
+_CHECKS = {
+    "domain": _check_domain,
+    "suite": _check_suite,
+    "method": _check_method,
+    "executor": _check_executor,
+    "selection rule": _check_selector,
+}
+
+
+def _check_registration(kind: str, obj: Any, plugin: str) -> str:
+    """Validate one registration; its name, which must be safe to use in a file name."""
+    name = _CHECKS[kind](obj, plugin)
+    names = [name, *(task.name for task in obj.tasks)] if kind == "suite" else [name]
+    for each in names:
+        if not isinstance(each, str) or not NAME_PATTERN.fullmatch(each):
+            raise RegistrationError(
+                f"plugin {plugin!r} registered a {kind} named {each!r}; names are letters, digits and _ . + - "
+                "(starting with a letter or digit, at most 100 characters)"
+            )
+    return name

@@ -43,6 +43,13 @@ class Registry(Generic[T]):
             )
         self._entries[name] = Entry(name, value, plugin, plugin_version)
 
+    def remove_plugin(self, plugin: str) -> list[str]:
+        """Drop every entry a plugin made (it turned out faulty); returns their names."""
+        names = [name for name, entry in self._entries.items() if entry.plugin == plugin]
+        for name in names:
+            del self._entries[name]
+        return names
+
     def get(self, name: str) -> T:
         return self.entry(name).value
 

@@ -8,7 +8,6 @@ import pytest
 
 from cdkd_bench import hookspecs
 from cdkd_bench.plugins import load_host
-from cdkd_bench.registry import RegistrationError
 
 THIRD_PARTY_METHOD = """
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_load(plugins) ->
     assert "kd" in host.methods and "embedded" in host.suites
 
 
-def test_a_misspelled_hook_is_an_error_not_silence(plugins) -> None:
+def test_a_misspelled_hook_is_reported_not_silent_and_the_rest_load(plugins) -> None:
     plugins.install(
         "cdkd_typo",
         """
@@ -82,14 +81,18 @@ def test_a_misspelled_hook_is_an_error_not_silence(plugins) -> None:
             pass
         """,
     )
-    with pytest.raises(RegistrationError, match="cdkd_register_method"):
-        load_host()
+    host = load_host()
+    failed = {p.name: p.error for p in host.failed_plugins}
+    assert failed["cdkd_typo"].startswith("it implements hook 'cdkd_register_method', which does not exist; did you mean 'cdkd_register_methods'")
+    assert "kd" in host.methods
 
 
-def test_a_duplicate_method_name_names_both_plugins(plugins) -> None:
+def test_a_duplicate_name_keeps_the_first_plugin_and_skips_the_later_one(plugins) -> None:
     plugins.install("cdkd_fake_kd", THIRD_PARTY_METHOD.format(suffix="x").replace('"entmin_x"', '"kd"'))
-    with pytest.raises(RegistrationError, match="'kd' is registered twice: by plugin '(kd|cdkd_fake_kd)' and by plugin '(kd|cdkd_fake_kd)'"):
-        load_host()
+    host = load_host()
+    assert host.methods.entry("kd").plugin == "kd"  # built-ins load first, so they keep their names
+    failed = {p.name: p.error for p in host.failed_plugins}
+    assert failed["cdkd_fake_kd"] == "method 'kd' is already registered by plugin 'kd' (distribution cdkd-bench 0.1.0)"
 
 
 @pytest.mark.parametrize("name", [n for n in dir(hookspecs) if n.startswith("cdkd_")])

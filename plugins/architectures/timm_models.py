@@ -14,7 +14,10 @@ def cdkd_resolve_architecture(name: str, num_classes: int, pretrained: bool) -> 
     if not timm.is_model(name):
         return None
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        except Exception as exc:  # noqa: BLE001 - a timm model that cannot be built for this use is the user's choice
+            raise UserError(f"timm could not build architecture {name!r} with {num_classes} classes ({type(exc).__name__}: {exc})") from None
     try:
         return timm.create_model(name, pretrained=True, num_classes=num_classes)
     except Exception as exc:  # noqa: BLE001 - timm/hub raise many kinds; all mean "no weights here"
