@@ -3,35 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cdkd_bench.errors import UserError
 from cdkd_bench.registry import RegistrationError
 
 LIST_KINDS = ("suites", "tasks", "methods", "archs")
+DEFAULT_STORE = "cdkd-results.sqlite"
 
 
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"cdkd-bench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _raw_list(text: str) -> tuple[str, ...]:
+    """Comma-separated items, empty ones kept so that validation can refuse them."""
+    return tuple(p.strip() for p in text.split(","))
 
 
 def _seed_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(p) for p in _comma_list(text))
+        return tuple(int(p) for p in _raw_list(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated whole numbers, got {text!r}") from None
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path was given")
+    if any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError(f"the path {text!r} has a line break or control character")
+    return Path(text).expanduser()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cdkd-bench",
         description="Benchmark cross-domain knowledge distillation: run grids, fill leaderboards.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p_list = sub.add_parser("list", help="list suites, tasks, methods or architectures and the plugins providing them")
     p_list.add_argument("kind", nargs="?", choices=LIST_KINDS, help="what to list (default: all but archs)")
@@ -40,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list loaded plugins, their versions, and any that failed to load")
 
     p_run = sub.add_parser("run", help="run a grid (no arguments: the embedded suite's default grid, quick budget)")
-    p_run.add_argument("--grid", type=Path, help="TOML grid file; flags given here override its keys")
+    p_run.add_argument("--grid", type=_path, help="TOML grid file; flags given here override its keys")
     p_run.add_argument("--suite", help="suite name (default: embedded)")
-    p_run.add_argument("--tasks", type=_comma_list, help="comma-separated task names (default: all of the suite's)")
+    p_run.add_argument("--tasks", type=_raw_list, help="comma-separated task names (default: all of the suite's)")
     p_run.add_argument("--teacher", help="teacher architecture (default: the suite's)")
     p_run.add_argument("--student", help="student architecture (default: the suite's)")
-    p_run.add_argument("--recipes", type=_comma_list, help="comma-separated recipes, e.g. kd,kd+dann")
+    p_run.add_argument("--recipes", type=_raw_list, help="comma-separated recipes, e.g. kd,kd+dann")
     p_run.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the suite's)")
     p_run.add_argument("--budget", help="budget name: quick, default, paper (default: the suite's)")
     p_run.add_argument("--set", dest="hparams", action="append", default=[], metavar="METHOD.HPARAM=VALUE",
@@ -53,28 +71,47 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--selection", help="model-selection rule (default: last)")
     p_run.add_argument("--executor", help="executor (default: local)")
     _add_store_args(p_run)
-    p_run.add_argument("--cache-dir", type=Path, help="where data and teachers are cached (env CDKD_BENCH_CACHE)")
-    p_run.add_argument("--data-root", type=Path, help="where real datasets live (env CDKD_BENCH_DATA)")
+    _add_out_dir(p_run)
+    p_run.add_argument("--cache-dir", type=_path, help="where data and teachers are cached (env CDKD_BENCH_CACHE)")
+    p_run.add_argument("--data-root", type=_path, help="where real datasets live (env CDKD_BENCH_DATA)")
     p_run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p_run.add_argument("--threads", help="CPU threads per run (env CDKD_BENCH_THREADS; default: every core); "
+                       "part of each run's identity, since results depend on it")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
     p_board.add_argument("--suite", default="embedded", help="suite name (default: embedded)")
     _add_store_args(p_board)
+    _add_out_dir(p_board)
+
+    p_forget = sub.add_parser("forget", help="delete stored runs (finished or failed) so the next grid runs them again")
+    p_forget.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="run hashes, as listed under a leaderboard's failures")
+    _add_store_args(p_forget)
     return parser
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", help="SQLite results file (default: cdkd-results.sqlite)")
-    parser.add_argument("--out-dir", type=Path, default=Path("leaderboards"),
+    parser.add_argument("--store", type=_path, help=f"SQLite results file (default: {DEFAULT_STORE})")
+
+
+def _add_out_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out-dir", type=_path, default=Path("leaderboards"),
                         help="where leaderboard pages are written (default: leaderboards)")
 
 
-def _set_threads() -> None:
-    import torch
+def _configure_logging() -> None:
+    """Library notes and warnings (cache rebuilt, duplicate entries, …) as one stderr line each."""
+    from tqdm.auto import tqdm
 
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(int(os.environ.get("CDKD_BENCH_THREADS", available)))
+    class OneLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            prefix = "cdkd-bench: warning: " if record.levelno >= logging.WARNING else "cdkd-bench: "
+            tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+
+    logger = logging.getLogger("cdkd_bench")
+    logger.handlers[:] = [OneLine()]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -116,54 +153,79 @@ def _match(name: str, pattern: str) -> bool:
 
 def _warn_failed_plugins(host: Any) -> None:
     for info in host.failed_plugins:
-        print(f"cdkd-bench: warning: plugin {info.name!r} failed to load and was skipped: {info.error}", file=sys.stderr)
+        print(f"cdkd-bench: warning: plugin {info.describe()} failed to load and was skipped: {info.error}", file=sys.stderr)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
     from cdkd_bench.plugins import DISABLE_ENV, disabled_plugins, load_host
 
     host = load_host()
+    host.architecture_names()  # a broken architecture lister shows up here too
     for info in host.plugins:
-        state = f"FAILED: {info.error}" if info.error else "loaded"
+        state = f"SKIPPED: {info.error}" if info.error else "loaded"
         print(f"  {info.name:<16} {info.distribution or '-'} {info.version or '-':<8} {state}")
     for name in sorted(disabled_plugins()):
         print(f"  {name:<16} disabled by {DISABLE_ENV}")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from cdkd_bench.data import default_cache_dir, default_data_root
-    from cdkd_bench.engine import EngineSettings, pick_device
-    from cdkd_bench.grid import GridRequest, expand, read_grid_file, run_grid
+_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device")
+
+
+def _request_from(args: argparse.Namespace) -> Any:
+    """The grid file's keys, overridden by the flags given; every value checked, before any work."""
+    from cdkd_bench.compute import THREADS_ENV, parse_threads
     from cdkd_bench.hparams import parse_assignments
+    from cdkd_bench.request import GridRequest, check_value, read_grid_file
+
+    fields: dict[str, Any] = read_grid_file(args.grid) if args.grid else {}
+    for key in _RUN_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            value = str(value) if key == "store" else value
+            check_value(f"--{key}", key, value)
+            fields[key] = value
+    if args.hparams:
+        fields["hparams"] = {**fields.get("hparams", {}), **parse_assignments(args.hparams)}
+    if args.threads is not None:
+        fields["threads"] = parse_threads(args.threads, "--threads")
+    elif "threads" not in fields and os.environ.get(THREADS_ENV) is not None:
+        fields["threads"] = parse_threads(os.environ[THREADS_ENV], f"the environment variable {THREADS_ENV}")
+    return GridRequest(**fields)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cdkd_bench.compute import default_threads, use_threads
+    from cdkd_bench.data import default_cache_dir, default_data_root
+    from cdkd_bench.engine import EngineSettings
+    from cdkd_bench.folders import writable_folder
+    from cdkd_bench.grid import expand, run_grid
     from cdkd_bench.leaderboard import write_leaderboard
     from cdkd_bench.plugins import load_host
     from cdkd_bench.store import Store
 
-    fields: dict[str, Any] = read_grid_file(args.grid) if args.grid else {}
-    for key in ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device"):
-        value = getattr(args, key)
-        if value is not None:
-            fields[key] = value
-    if args.hparams:
-        fields["hparams"] = {**fields.get("hparams", {}), **parse_assignments(args.hparams)}
-    request = GridRequest(**fields)
-
+    request = _request_from(args)
     host = load_host()
     _warn_failed_plugins(host)
     specs = expand(host, request)
+    threads = request.threads or default_threads()
     settings = EngineSettings(
-        cache_dir=args.cache_dir or default_cache_dir(),
+        cache_dir=writable_folder(args.cache_dir or default_cache_dir(), "the cache", "--cache-dir (or CDKD_BENCH_CACHE)"),
         data_root=args.data_root or default_data_root(),
         device=request.device,
+        threads=threads,
         show_progress=not args.no_progress,
     )
-    pick_device(settings.device)  # a bad --device is a user error before anything runs
+    writable_folder(args.out_dir, "leaderboard pages", "--out-dir")
     store = Store(Path(request.store))
+    import torch
+
+    use_threads(torch.device("cpu"), threads)
     print(f"grid: {len(specs)} runs on suite {request.suite!r}; results in {request.store}", file=sys.stderr)
     summary = run_grid(host, specs, store, settings, request.executor, show_progress=not args.no_progress)
+    elsewhere = f", {summary.elsewhere} left to another process" if summary.elsewhere else ""
     print(
-        f"grid: {summary.done} done, {summary.failed} failed, {summary.skipped} already done; "
+        f"grid: {summary.done} done, {summary.failed} failed, {summary.skipped} already done{elsewhere}; "
         f"{summary.teachers_trained} teachers trained",
         file=sys.stderr,
     )
@@ -178,17 +240,31 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from cdkd_bench.plugins import load_host
     from cdkd_bench.store import Store
 
-    store_path = Path(args.store or "cdkd-results.sqlite")
-    if not store_path.exists():
-        raise UserError(f"results store {str(store_path)!r} does not exist; run `cdkd-bench run` first or pass --store")
+    store = Store(args.store or Path(DEFAULT_STORE), read_only=True)
     host = load_host()
-    path, text = write_leaderboard(Store(store_path), args.suite, args.out_dir, host)
+    _warn_failed_plugins(host)
+    path, text = write_leaderboard(store, args.suite, args.out_dir, host)
     print(text)
     print(f"leaderboard written to {path}", file=sys.stderr)
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard}
+def cmd_forget(args: argparse.Namespace) -> int:
+    from cdkd_bench.store import Store
+
+    store_path = args.store or Path(DEFAULT_STORE)
+    if not store_path.exists():
+        raise UserError(f"results store {str(store_path)!r} does not exist; pass --store")
+    wanted = list(dict.fromkeys(args.run_ids))
+    found = Store(store_path).forget(wanted)
+    missing = [r for r in wanted if r not in found]
+    print(f"forgot {len(found)} run(s); the next grid that includes them runs them again", file=sys.stderr)
+    if missing:
+        raise UserError(f"no run with id {', '.join(repr(m) for m in missing)} in {str(store_path)!r}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard, "forget": cmd_forget}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _configure_logging()
     try:
-        _set_threads()
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"cdkd-bench: error: {exc}", file=sys.stderr)

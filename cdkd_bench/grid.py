@@ -1,100 +1,38 @@
-"""A grid request (flags or a TOML file) → run specs → results, skipping runs already done."""
+"""A grid request → run specs → results, skipping runs already done or running elsewhere."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from cdkd_bench.compute import default_threads, numerics, pick_device
 from cdkd_bench.engine import EngineSettings, check_teacher_recipe, execute, execute_safely, prepare_teacher
-from cdkd_bench.errors import UserError, close_matches, unknown_name
+from cdkd_bench.errors import UserError, unknown_name
 from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
 from cdkd_bench.plugins import Host
+from cdkd_bench.request import GridRequest, read_grid_file
 from cdkd_bench.spec import RunSpec, TeacherSpec
 from cdkd_bench.store import Store
 from cdkd_bench.training import progress_disabled
 
+__all__ = ["GridRequest", "GridSummary", "expand", "read_grid_file", "run_grid"]
+T = TypeVar("T")
+
 LABEL_REGIMES = ("uda",)
-DEFAULT_SUITE = "embedded"
-
-
-@dataclass(frozen=True)
-class GridRequest:
-    """What the user asked for; ``None`` means the suite's default."""
-
-    suite: str = DEFAULT_SUITE
-    tasks: tuple[str, ...] | None = None
-    teacher: str | None = None
-    student: str | None = None
-    recipes: tuple[str, ...] | None = None
-    seeds: tuple[int, ...] | None = None
-    budget: str | None = None
-    hparams: Mapping[str, Any] = field(default_factory=dict)
-    teacher_recipe: str = "source"
-    label_regime: str = "uda"
-    selection: str = "last"
-    executor: str = "local"
-    store: str = "cdkd-results.sqlite"
-    device: str = "auto"
-
-
-_LIST_KEYS = {"tasks": str, "recipes": str, "seeds": int}
-
-
-def read_grid_file(path: Path) -> dict[str, Any]:
-    """Parse a TOML grid file into GridRequest fields, rejecting unknown keys and wrong types."""
-    try:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise UserError(f"grid file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"grid file {str(path)!r} is not valid TOML: {exc}") from None
-    known = {f.name for f in fields(GridRequest)}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            matches = close_matches(key, known)
-            hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
-            raise UserError(f"unknown key {key!r} in grid file {str(path)!r}{hint} (known keys: {', '.join(sorted(known))})")
-        if key in _LIST_KEYS:
-            kind = _LIST_KEYS[key]
-            if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-                raise UserError(f"grid file key {key!r} must be a list of {kind.__name__}s, got {value!r}")
-            value = tuple(value)
-        elif key == "hparams":
-            value = _flatten_hparams(value, path)
-        elif not isinstance(value, str):
-            raise UserError(f"grid file key {key!r} must be a string, got {value!r}")
-        out[key] = value
-    return out
-
-
-def _flatten_hparams(value: Any, path: Path) -> dict[str, Any]:
-    """Accept both ``[hparams] "kd.temperature" = 2`` and ``[hparams.kd] temperature = 2``."""
-    if not isinstance(value, dict):
-        raise UserError(f"grid file key 'hparams' must be a table, got {value!r}")
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, dict):
-            for name, inner in item.items():
-                flat[f"{key}.{name}"] = inner
-        else:
-            flat[key] = item
-    return flat
+log = logging.getLogger("cdkd_bench")
 
 
 def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     """Every run the request implies, reference recipes included, in teacher-friendly order."""
     suite = host.suite(request.suite)
-    tasks = [host.task(suite, t) for t in request.tasks] if request.tasks else list(suite.tasks)
+    tasks = _distinct("task", [host.task(suite, t) for t in request.tasks], lambda t: t.name) if request.tasks else list(suite.tasks)
     budget_name = request.budget or suite.default_budget
     if budget_name not in suite.budgets:
         raise unknown_name(f"budget of suite {suite.name!r}", budget_name, suite.budgets)
@@ -107,10 +45,10 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     student_arch = request.student or suite.default_student
     for arch in dict.fromkeys([teacher_arch, student_arch]):
         host.architecture(arch, suite.num_classes)  # fails early, with suggestions, on a typo
-    seeds = request.seeds if request.seeds is not None else suite.default_seeds
+    seeds = _distinct("seed", request.seeds, lambda s: s) if request.seeds is not None else list(suite.default_seeds)
     if not seeds:
         raise UserError("the grid has no seeds; give at least one, e.g. --seeds 0")
-    asked = [canonical_recipe(r, host.methods) for r in (request.recipes or suite.default_recipes)]
+    asked = _distinct("recipe", [canonical_recipe(r, host.methods) for r in (request.recipes or suite.default_recipes)], lambda r: r)
     references = [e.name for e in host.methods if e.value.reference]
     recipes = list(dict.fromkeys([*references, *asked]))
     overrides = split_overrides(request.hparams, recipes, host.methods)
@@ -122,6 +60,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     }
 
     augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
+    computed_as = numerics(pick_device(request.device), request.threads or default_threads())
     specs = []
     for seed in seeds:
         for task in tasks:
@@ -130,7 +69,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
                 arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
                 num_classes=suite.num_classes, image_size=suite.image_size, budget=budget_name,
                 steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
-                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation,
+                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=computed_as,
             )
             for recipe in recipes:
                 components = recipe.split("+")
@@ -142,9 +81,19 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
                     method_versions={n: host.methods.get(n).version for n in components},
                     label_regime=request.label_regime, selection=request.selection, budget=budget_name,
                     steps=budget.student_steps, batch_size=budget.batch_size, lr=budget.lr,
-                    weight_decay=budget.weight_decay, seed=seed,
+                    weight_decay=budget.weight_decay, seed=seed, numerics=computed_as,
                 ))
     return specs
+
+
+def _distinct(kind: str, items: Iterable[T], key: Callable[[T], Hashable]) -> list[T]:
+    """Items in order with repeats dropped; a repeat is said, since it usually is a slip."""
+    seen: dict[Hashable, T] = {}
+    for item in items:
+        if key(item) in seen:
+            log.warning("%s %s is listed more than once; it runs once", kind, key(item))
+        seen.setdefault(key(item), item)
+    return list(seen.values())
 
 
 @dataclass
@@ -153,6 +102,8 @@ class GridSummary:
     skipped: int = 0
     done: int = 0
     failed: int = 0
+    elsewhere: int = 0
+    """Runs another process was running (claimed) or finished while this grid ran."""
     teachers_trained: int = 0
     failures: list[tuple[RunSpec, str]] = field(default_factory=list)
 
@@ -161,16 +112,26 @@ def _log_to_stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _observe(host: Host, hook: str, **kwargs: Any) -> None:
-    """Call an observer hook; a broken observer is reported and never stops the grid."""
-    try:
-        getattr(host.pm.hook, hook)(**kwargs)
-    except Exception as exc:  # noqa: BLE001
-        _log_to_stderr(f"cdkd-bench: warning: an observer of {hook} failed: {type(exc).__name__}: {exc}")
+class _Observers:
+    """Calls observer hooks; a broken observer is named once per hook and never stops the grid."""
+
+    def __init__(self, host: Host, log: Callable[[str], None]) -> None:
+        self.host, self.log = host, log
+        self.reported: set[tuple[str, str]] = set()
+
+    def __call__(self, hook: str, **kwargs: Any) -> None:
+        for plugin, error in self.host.notify(hook, **kwargs):
+            if (plugin, hook) not in self.reported:
+                self.reported.add((plugin, hook))
+                self.log(f"cdkd-bench: warning: plugin {self.host.describe_plugin(plugin)} failed in {hook}: {error} "
+                         "(further failures of it in this hook are not shown)")
 
 
-def _student_job(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, Any]:
-    _observe(host, "cdkd_before_run", spec=spec.to_dict())
+def _student_job(spec: RunSpec, host: Host, settings: EngineSettings, store: Store, observe: _Observers) -> dict[str, Any]:
+    # Claimed at the moment it starts, so a second grid on the same store skips it.
+    if not store.claim(spec.run_id):
+        return {"status": "elsewhere"}
+    observe("cdkd_before_run", spec=spec.to_dict())
     return execute_safely(partial(execute, spec, host, settings))
 
 
@@ -185,7 +146,8 @@ def run_grid(
 ) -> GridSummary:
     """Run every spec not already done: first the teachers they need, then the students.
 
-    Each result is stored the moment it arrives, so a killed grid resumes where it stopped.
+    Each result is stored the moment it arrives, so a killed grid resumes where it stopped;
+    runs another process on the same store is running are left to it.
     """
     summary = GridSummary(total=len(specs))
     done = store.done_ids()
@@ -194,45 +156,78 @@ def run_grid(
     if not pending:
         return summary
     executor = host.executors.get(executor_name)()
+    observe = _Observers(host, log)
+    with store.claims_kept_alive():
+        teacher_errors = _prepare_teachers(host, pending, settings, executor, summary, show_progress, log)
+        # Runs whose teacher failed fail with its error, untried.
+        runnable = [s for s in pending if s.teacher.key not in teacher_errors]
+        for spec in pending:
+            if spec.teacher.key in teacher_errors:
+                error = f"its teacher failed: {teacher_errors[spec.teacher.key]}"
+                _finish(store, summary, spec, {"status": "failed", "error": error}, log, observe)
+        run_bar = tqdm(total=len(runnable), desc="runs", unit="run", disable=progress_disabled(show_progress))
 
-    # Stage 1: each distinct teacher once, so parallel executors never train one twice.
-    teachers = list({s.teacher.key: s.teacher for s in pending}.values())
-    teacher_errors: dict[str, str] = {}
-    teacher_bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=progress_disabled(show_progress))
+        def on_run(index: int, result: Mapping[str, Any]) -> None:
+            _finish(store, summary, runnable[index], dict(result), log, observe)
+            run_bar.update()
 
-    def on_teacher(index: int, result: Mapping[str, Any]) -> None:
-        teacher = teachers[index]
-        teacher_bar.update()
-        if result["status"] != "done":
-            teacher_errors[teacher.key] = result["error"]
-            log(f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed}) failed: {result['error']}")
-        elif result["teacher_trained"]:
-            summary.teachers_trained += 1
-            log(f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed}): "
-                f"source-val acc {result['metrics']['source_val.acc']:.1f}% in {result['metrics']['train_s']:.1f}s")
-
-    executor.run([partial(execute_safely, partial(prepare_teacher, t, host, settings)) for t in teachers], on_teacher)
-    teacher_bar.close()
-
-    # Stage 2: the student runs; those whose teacher failed fail with its error, untried.
-    runnable = [s for s in pending if s.teacher.key not in teacher_errors]
-    for spec in pending:
-        if spec.teacher.key in teacher_errors:
-            _finish(host, store, summary, spec, {"status": "failed", "error": f"its teacher failed: {teacher_errors[spec.teacher.key]}"}, log)
-    run_bar = tqdm(total=len(runnable), desc="runs", unit="run", disable=progress_disabled(show_progress))
-
-    def on_run(index: int, result: Mapping[str, Any]) -> None:
-        _finish(host, store, summary, runnable[index], dict(result), log)
-        run_bar.update()
-
-    executor.run([partial(_student_job, s, host, settings) for s in runnable], on_run)
-    run_bar.close()
+        executor.run([partial(_student_job, s, host, settings, store, observe) for s in runnable], on_run)
+        run_bar.close()
     return summary
 
 
-def _finish(host: Host, store: Store, summary: GridSummary, spec: RunSpec, result: dict[str, Any], log: Callable[[str], None]) -> None:
-    store.record(spec, result)
+def _prepare_teachers(
+    host: Host, pending: list[RunSpec], settings: EngineSettings, executor: Any, summary: GridSummary,
+    show_progress: bool, log: Callable[[str], None],
+) -> dict[str, str]:
+    """Each distinct teacher once; returns the errors of those that failed, by key.
+
+    A first pass skips teachers another process is training right now (it trains the
+    others meanwhile); a second pass waits for those and loads them.
+    """
+    teachers = list({s.teacher.key: s.teacher for s in pending}.values())
+    errors: dict[str, str] = {}
+    busy: list[TeacherSpec] = []
+    bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=progress_disabled(show_progress))
+
+    def run_pass(batch: list[TeacherSpec], wait: bool) -> None:
+        def on_teacher(index: int, result: Mapping[str, Any]) -> None:
+            teacher = batch[index]
+            if result["status"] != "done":
+                errors[teacher.key] = result["error"]
+                log(f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed}) failed: {result['error']}")
+            elif result["busy"]:
+                busy.append(teacher)
+                return
+            elif result["teacher_trained"]:
+                summary.teachers_trained += 1
+                log(f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed}): "
+                    f"source-val acc {result['metrics']['source_val.acc']:.1f}% in {result['metrics']['train_s']:.1f}s")
+            bar.update()
+
+        executor.run([partial(execute_safely, partial(prepare_teacher, t, host, settings, wait)) for t in batch], on_teacher)
+
+    run_pass(teachers, wait=False)
+    if busy:
+        log(f"waiting for {len(busy)} teacher(s) that another process is training")
+        waiting, busy[:] = list(busy), []
+        run_pass(waiting, wait=True)
+    bar.close()
+    return errors
+
+
+def _finish(
+    store: Store, summary: GridSummary, spec: RunSpec, result: dict[str, Any], log: Callable[[str], None], observe: _Observers
+) -> None:
     label = f"{spec.task} {spec.recipe} seed {spec.seed}"
+    if result["status"] == "elsewhere":
+        summary.elsewhere += 1
+        log(f"{label}: another process is running it; skipped")
+        return
+    if not store.record(spec, result):
+        summary.elsewhere += 1
+        log(f"{label}: another process finished it first; its result is kept")
+        return
     if result["status"] == "done":
         summary.done += 1
         m = result["metrics"]
@@ -242,4 +237,4 @@ def _finish(host: Host, store: Store, summary: GridSummary, spec: RunSpec, resul
         summary.failed += 1
         summary.failures.append((spec, result["error"]))
         log(f"{label}: FAILED: {result['error']}")
-    _observe(host, "cdkd_after_run", spec=spec.to_dict(), result=result)
+    observe("cdkd_after_run", spec=spec.to_dict(), result=result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,8 +39,21 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
+# Hparam values are stored as JSON and hashed: integers must fit 64 bits, floats must be finite.
+_INT_LIMIT = 2**63
+
+
 def _coerce(qualified: str, kind: Any, value: Any) -> Any:
-    """Check a value against its declared type; strings (from the command line) are parsed."""
+    """Check a value against its declared type and range; strings (from the command line) are parsed."""
+    value = _parse(qualified, kind, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"hparam {qualified} must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT_LIMIT < value < _INT_LIMIT:
+        raise UserError(f"hparam {qualified} is out of range ({len(str(abs(value)))} digits); integers must fit in 64 bits")
+    return value
+
+
+def _parse(qualified: str, kind: Any, value: Any) -> Any:
     type_name = getattr(kind, "__name__", str(kind))
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
@@ -49,10 +63,13 @@ def _coerce(qualified: str, kind: Any, value: Any) -> Any:
                     return text in _TRUE
                 raise ValueError
             return kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"hparam {qualified} must be a {type_name}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise UserError(f"hparam {qualified} is too large for a float, got {len(str(abs(value)))} digits") from None
     if kind in (int, float, str, bool) and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
         raise UserError(f"hparam {qualified} must be a {type_name}, got {value!r}")
     return value
@@ -75,6 +92,9 @@ def build_hparams(method: type[Method], overrides: Mapping[str, Any]) -> Any:
         return method.Hparams(**values)
     except (ValueError, TypeError) as exc:
         raise UserError(f"invalid hparam for {method.name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's validation bug is still one sentence, not a traceback
+        raise UserError(f"method {method.name!r} could not check its hparams ({type(exc).__name__}: {exc}); "
+                        "this is a bug in its plugin") from None
 
 
 def split_overrides(

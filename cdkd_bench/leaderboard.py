@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdkd_bench.plugins import Host
+from cdkd_bench.errors import unknown_name
+from cdkd_bench.folders import writable_folder, write_text_atomically
+from cdkd_bench.plugins import NAME_PATTERN, Host
 from cdkd_bench.store import Store, StoredRun
 
 METRIC = "target_test.acc"
 # Below this many points between teacher and source-only student the ratio is noise, not news.
 MIN_GAP = 1.0
+FAILURES_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Protocol:
     label_regime: str
     selection: str
     budget: str
+    numerics: str
 
 
 ROW_NOTES = {
@@ -43,14 +47,20 @@ class Row:
     kind: str = "method"  # one of ROW_NOTES
     # task -> seed -> value; one value per seed (the teacher row dedups runs sharing a teacher)
     values: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    # task -> seeds whose run failed: shown in the cell, never silently dropped
+    failed: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     def seeds_complete(self, tasks: Sequence[str]) -> list[int]:
         seeds = set.intersection(*(set(self.values.get(t, {})) for t in tasks)) if tasks else set()
         return sorted(seeds)
 
-    def average(self, tasks: Sequence[str]) -> list[float]:
-        """Per seed, the mean over all tasks (only seeds that have every task)."""
-        return [statistics.fmean(self.values[t][s] for t in tasks) for s in self.seeds_complete(tasks)]
+    def average(self, tasks: Sequence[str], seeds: Sequence[int] | None = None) -> list[float]:
+        """Per seed, the mean over all tasks (``seeds``, or every seed that has every task)."""
+        chosen = self.seeds_complete(tasks) if seeds is None else seeds
+        return [statistics.fmean(self.values[t][s] for t in tasks) for s in chosen]
+
+    def failures(self) -> int:
+        return sum(len(seeds) for seeds in self.failed.values())
 
 
 @dataclass
@@ -61,6 +71,18 @@ class Table:
     teacher_source_val: dict[str, dict[int, float]]
     flags: list[str]
     produced_with: list[str] = field(default_factory=list)
+    failed_runs: list[StoredRun] = field(default_factory=list)
+
+    @property
+    def common_seeds(self) -> list[int]:
+        """Seeds with every task in every row that has any complete seed: avg and gap closed use only these.
+
+        Comparing rows over different seed sets would credit a row with its lucky seeds;
+        a row with no complete seed at all (failed everywhere, say) shows no average.
+        """
+        complete = [set(row.seeds_complete(self.tasks)) for row in self.rows]
+        complete = [seeds for seeds in complete if seeds]
+        return sorted(set.intersection(*complete)) if complete else []
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -68,12 +90,14 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def format_cell(values: Sequence[float]) -> str:
+def format_cell(values: Sequence[float], failed: int = 0) -> str:
+    """``mean ± std (n=k)``; failed runs are counted in the cell, e.g. ``(n=5, 1 failed ✗)``."""
+    failures = f", {failed} failed ✗" if failed else ""
     if not values:
-        return "—"
+        return f"— (n=0{failures})" if failed else "—"
     mean, std = mean_std(values)
     spread = f" ± {std:.1f}" if std is not None else ""
-    return f"{mean:.1f}{spread} (n={len(values)})"
+    return f"{mean:.1f}{spread} (n={len(values)}{failures})"
 
 
 def build_tables(runs: list[StoredRun], host: Host | None = None) -> list[Table]:
@@ -81,7 +105,7 @@ def build_tables(runs: list[StoredRun], host: Host | None = None) -> list[Table]
     for run in runs:
         s = run.spec
         by_protocol[Protocol(s.suite, s.teacher.arch, s.student_arch, s.teacher.teacher_recipe,
-                             s.label_regime, s.selection, s.budget)].append(run)
+                             s.label_regime, s.selection, s.budget, s.numerics)].append(run)
     tables = []
     for protocol, group in sorted(by_protocol.items(), key=lambda kv: tuple(vars(kv[0]).values())):
         tables.append(_table(protocol, group, host))
@@ -117,9 +141,14 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None) -> Tab
     recipe_rows: dict[str, Row] = {}
     teacher_source_val: dict[str, dict[int, float]] = defaultdict(dict)
     flags = []
+    failed_runs = []
     for run in group:
         s, m = run.spec, run.metrics
         row = recipe_rows.setdefault(s.recipe, Row(s.recipe, kind=_row_kind(s.recipe, host)))
+        if run.status != "done":
+            row.failed[s.task].add(s.seed)
+            failed_runs.append(run)
+            continue
         row.values[s.task][s.seed] = m[METRIC]
         teacher.values[s.task][s.seed] = m["teacher.target_test.acc"]
         teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
@@ -129,7 +158,7 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None) -> Tab
             flags.append(f"`{row.name}` reads target labels; it is the upper bound, not a competitor.")
     if host is not None and protocol.selection in host.selectors and host.selectors.get(protocol.selection).oracle:
         flags.append(f"ORACLE SELECTION: rule `{protocol.selection}` chose checkpoints using target test labels.")
-    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group))
+    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs)
 
 
 def _produced_with(group: list[StoredRun]) -> list[str]:
@@ -150,62 +179,87 @@ def _short_task(task: str, suite: str) -> str:
 def render_markdown(tables: list[Table], title: str) -> str:
     lines = [f"# Leaderboard: {title}", ""]
     if not tables:
-        return "\n".join([*lines, "No finished runs in the store yet; run `cdkd-bench run` first.", ""])
+        return "\n".join([*lines, "No runs in the store yet; run `cdkd-bench run` first.", ""])
     for table in tables:
-        p = table.protocol
-        lines += [
-            f"## Teacher `{p.teacher_arch}` → student `{p.student_arch}`, budget `{p.budget}`",
-            "",
-            f"Target test top-1 accuracy (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
-            f"selection rule `{p.selection}`, teacher recipe `{p.teacher_recipe}`. "
-            "avg: per seed, the mean over all tasks; only seeds with every task count. "
-            "gap closed: (row − source only) / (teacher − source only), on the averages, "
-            f"shown when the teacher leads by at least {MIN_GAP:g} point.",
-            "",
-        ]
-        lines += [f"- {flag}" for flag in table.flags]
-        if table.flags:
-            lines.append("")
-        header = ["method", *(_short_task(t, p.suite) for t in table.tasks), "avg", "gap closed"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        base = _mean_average(table, "baseline")
-        top = _mean_average(table, "teacher")
-        for row in table.rows:
-            note = ROW_NOTES[row.kind]
-            name = f"{row.name} ({note})" if note else row.name
-            if row.kind == "teacher":
-                name = f"teacher `{p.teacher_arch}` ({note})"
-            cells = [format_cell(list(row.values.get(t, {}).values())) for t in table.tasks]
-            avg = row.average(table.tasks)
-            gap = "—"
-            if row.kind == "method" and avg and base is not None and top is not None and top - base >= MIN_GAP:
-                gap = f"{100 * (statistics.fmean(avg) - base) / (top - base):.0f}%"
-            lines.append("| " + " | ".join([name, *cells, format_cell(avg), gap]) + " |")
-        lines += ["", "Source-domain validation accuracy of the teacher (%):", ""]
-        lines.append("| source | teacher source-val acc |")
-        lines.append("|---|---:|")
-        for source, per_seed in sorted(table.teacher_source_val.items()):
-            lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
-        lines.append("")
-        if table.produced_with:
-            lines += ["Produced with: " + "; ".join(table.produced_with) + ".", ""]
+        lines += _render_table(table)
     return "\n".join(lines)
 
 
-def _mean_average(table: Table, kind: str) -> float | None:
-    """The mean over seeds of the task-averaged accuracy of the first row of ``kind``."""
+def _render_table(table: Table) -> list[str]:
+    p = table.protocol
+    seeds = table.common_seeds
+    seed_text = ", ".join(map(str, seeds)) if seeds else "none"
+    lines = [
+        f"## Teacher `{p.teacher_arch}` → student `{p.student_arch}`, budget `{p.budget}`",
+        "",
+        f"Target test top-1 accuracy (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
+        f"selection rule `{p.selection}`, teacher recipe `{p.teacher_recipe}`, computed as `{p.numerics}`. "
+        f"avg: per seed, the mean over all tasks, over the seeds every row has on every task (here: {seed_text}), "
+        "so all rows are compared on the same seeds. "
+        "gap closed: (row − source only) / (teacher − source only), on those averages, "
+        f"shown when the teacher leads by at least {MIN_GAP:g} point. "
+        "✗ counts runs that failed; they are listed below the table and are not in the numbers.",
+        "",
+    ]
+    lines += [f"- {flag}" for flag in table.flags]
+    if table.flags:
+        lines.append("")
+    header = ["method", *(_short_task(t, p.suite) for t in table.tasks), "avg", "gap closed"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    base = _mean_average(table, "baseline", seeds)
+    top = _mean_average(table, "teacher", seeds)
     for row in table.rows:
-        if row.kind == kind:
-            avg = row.average(table.tasks)
-            return statistics.fmean(avg) if avg else None
+        note = ROW_NOTES[row.kind]
+        name = f"{row.name} ({note})" if note else row.name
+        if row.kind == "teacher":
+            name = f"teacher `{p.teacher_arch}` ({note})"
+        cells = [format_cell(list(row.values.get(t, {}).values()), len(row.failed.get(t, ()))) for t in table.tasks]
+        avg = row.average(table.tasks, seeds) if set(seeds) <= set(row.seeds_complete(table.tasks)) else []
+        gap = "—"
+        if row.kind == "method" and avg and base is not None and top is not None and top - base >= MIN_GAP:
+            gap = f"{100 * (statistics.fmean(avg) - base) / (top - base):.0f}%"
+        lines.append("| " + " | ".join([name, *cells, format_cell(avg), gap]) + " |")
+    lines += ["", "Source-domain validation accuracy of the teacher (%):", ""]
+    lines.append("| source | teacher source-val acc |")
+    lines.append("|---|---:|")
+    for source, per_seed in sorted(table.teacher_source_val.items()):
+        lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
+    lines.append("")
+    if table.failed_runs:
+        lines += [f"Failed runs ({len(table.failed_runs)}; a later `cdkd-bench run` of the same grid retries them):", ""]
+        for run in table.failed_runs[:FAILURES_LISTED]:
+            error = (run.error or "no error recorded").splitlines()[0][:160]
+            lines.append(f"- `{run.spec.recipe}` on {_short_task(run.spec.task, p.suite)}, seed {run.spec.seed} "
+                         f"(run `{run.run_id}`): {error}")
+        if len(table.failed_runs) > FAILURES_LISTED:
+            lines.append(f"- … and {len(table.failed_runs) - FAILURES_LISTED} more (`cdkd-bench` stores each error with its run)")
+        lines.append("")
+    if table.produced_with:
+        lines += ["Produced with: " + "; ".join(table.produced_with) + ".", ""]
+    return lines
+
+
+def _mean_average(table: Table, kind: str, seeds: Sequence[int]) -> float | None:
+    """The mean over ``seeds`` of the task-averaged accuracy of the first row of ``kind``."""
+    for row in table.rows:
+        if row.kind == kind and seeds and set(seeds) <= set(row.seeds_complete(table.tasks)):
+            return statistics.fmean(row.average(table.tasks, seeds))
     return None
 
 
+def check_suite_name(suite: str, store: Store, host: Host | None) -> None:
+    """A leaderboard's suite must be one the plugins (when given) or the store know; it also names the page file."""
+    known = set(store.suites()) | (set(host.suites.names()) if host is not None else set())
+    if not NAME_PATTERN.fullmatch(suite) or (host is not None and suite not in known):
+        raise unknown_name("suite", suite, known)
+
+
 def write_leaderboard(store: Store, suite: str, out_dir: Path, host: Host | None = None) -> tuple[Path, str]:
-    tables = build_tables(store.runs(suite=suite), host)
+    """Render the suite's tables (finished and failed runs) and write them to ``out_dir/<suite>.md``."""
+    check_suite_name(suite, store, host)
+    tables = build_tables(store.runs(suite=suite, status=None), host)
     text = render_markdown(tables, f"suite `{suite}`")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{suite}.md"
-    path.write_text(text)
+    path = writable_folder(out_dir, "leaderboard pages", "--out-dir") / f"{suite}.md"
+    write_text_atomically(path, text)
     return path, text

@@ -69,4 +69,5 @@ def test_a_broken_plugin_is_reported_by_name_and_the_rest_still_work(plugins, ca
     assert main(["list", "suites"]) == 0
     captured = capsys.readouterr()
     assert "embedded" in captured.out
-    assert "plugin 'cdkd_broken_cli' failed to load and was skipped: ImportError: missing dependency foo" in captured.err
+    assert ("plugin 'cdkd_broken_cli' (distribution cdkd_broken_cli 1.2.3) failed to load and was skipped: "
+            "ImportError while importing: missing dependency foo") in captured.err

@@ -74,6 +74,6 @@ def test_write_leaderboard_writes_the_suite_page(host, tmp_path: Path) -> None:
     assert path.read_text() == text and text.startswith("# Leaderboard: suite `embedded`")
 
 
-def test_an_empty_store_says_so(tmp_path: Path) -> None:
-    _, text = write_leaderboard(Store(tmp_path / "r.sqlite"), "embedded", tmp_path, None)
-    assert "No finished runs" in text
+def test_an_empty_store_says_so(host, tmp_path: Path) -> None:
+    _, text = write_leaderboard(Store(tmp_path / "r.sqlite"), "embedded", tmp_path, host)
+    assert "No runs in the store yet" in text
