@@ -255,12 +255,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
     store_path = args.store or Path(DEFAULT_STORE)
     if not store_path.exists():
         raise UserError(f"results store {str(store_path)!r} does not exist; pass --store")
+    store = Store(store_path)
     wanted = list(dict.fromkeys(args.run_ids))
-    found = Store(store_path).forget(wanted)
-    missing = [r for r in wanted if r not in found]
-    print(f"forgot {len(found)} run(s); the next grid that includes them runs them again", file=sys.stderr)
-    if missing:
-        raise UserError(f"no run with id {', '.join(repr(m) for m in missing)} in {str(store_path)!r}")
+    stored = {run.run_id for run in store.runs(status=None)}
+    missing = [r for r in wanted if r not in stored]
+    if missing:  # all or nothing: a typo in one id forgets none
+        raise UserError(f"no run with id {', '.join(repr(m) for m in missing)} in {str(store_path)!r}; nothing was forgotten")
+    store.forget(wanted)
+    print(f"forgot {len(wanted)} run(s); the next grid that includes them runs them again", file=sys.stderr)
     return 0
 
 
@@ -271,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        print(f"cdkd-bench: error: name a command: {', '.join(COMMANDS)} (see `cdkd-bench --help`)", file=sys.stderr)
         return 2
     _configure_logging()
     try:

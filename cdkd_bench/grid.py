@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from cdkd_bench.cache import sweep_temporary_files
 from cdkd_bench.compute import default_threads, numerics, pick_device
 from cdkd_bench.engine import EngineSettings, check_teacher_recipe, execute, execute_safely, prepare_teacher
 from cdkd_bench.errors import UserError, unknown_name
@@ -157,6 +158,8 @@ def run_grid(
         return summary
     executor = host.executors.get(executor_name)()
     observe = _Observers(host, log)
+    for folder in ("data", "teachers"):  # leftovers of writers killed between write and rename
+        sweep_temporary_files(settings.cache_dir / folder)
     with store.claims_kept_alive():
         teacher_errors = _prepare_teachers(host, pending, settings, executor, summary, show_progress, log)
         # Runs whose teacher failed fail with its error, untried.

@@ -28,14 +28,18 @@ def canonical_recipe(recipe: str, methods: Registry[type[Method]]) -> str:
     return "+".join(sorted(parts))
 
 
+class CommandLineText(str):
+    """A value typed on the command line: parsed into the hparam's type (a grid file's values are already typed)."""
+
+
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     """``["kd.temperature=2"]`` → ``{"kd.temperature": "2"}`` (from ``--set``)."""
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise UserError(f"--set {item!r} is malformed; write it as method.hparam=value, e.g. kd.temperature=2")
-        out[key.strip()] = value.strip()
+        out[key.strip()] = CommandLineText(value.strip())
     return out
 
 
@@ -55,7 +59,10 @@ def _coerce(qualified: str, kind: Any, value: Any) -> Any:
 
 def _parse(qualified: str, kind: Any, value: Any) -> Any:
     type_name = getattr(kind, "__name__", str(kind))
-    if isinstance(value, str) and kind is not str:
+    if isinstance(value, CommandLineText):
+        value = str(value)
+        if kind is str:
+            return value
         text = value.strip().lower()
         try:
             if kind is bool:

@@ -18,8 +18,14 @@ def test_invalid_value_is_one_sentence_from_the_method() -> None:
 
 
 def test_command_line_strings_are_parsed_by_declared_type() -> None:
-    hp = build_hparams(KD, {"temperature": "2.5", "variant": "mse"})
+    typed = parse_assignments(["kd.temperature=2.5", "kd.variant=mse"])
+    hp = build_hparams(KD, {"temperature": typed["kd.temperature"], "variant": typed["kd.variant"]})
     assert hp.temperature == 2.5 and hp.variant == "mse"
+
+
+def test_a_grid_file_string_is_not_parsed_into_a_number() -> None:
+    with pytest.raises(UserError, match="hparam kd.temperature must be a float, got '2.5'"):
+        build_hparams(KD, {"temperature": "2.5"})
 
 
 @pytest.mark.parametrize("value", ["warm", True, [1.0]])
