@@ -100,3 +100,38 @@ def test_metrics_cover_the_protocol(test_host, cache_dir) -> None:
         assert key in metrics
     assert len(metrics["target_test.per_class_acc"]) == 10
     assert 0 <= metrics["target_test.acc"] <= 100
+
+
+def test_the_thread_count_is_part_of_run_and_teacher_identity(test_host) -> None:
+    one = expand(test_host, GridRequest(tasks=TASKS[:1], recipes=("kd",), seeds=(0,), budget="smoke", threads=1, device="cpu"))
+    two = expand(test_host, GridRequest(tasks=TASKS[:1], recipes=("kd",), seeds=(0,), budget="smoke", threads=2, device="cpu"))
+    assert one[0].numerics == "cpu fp32 1 thread" and two[0].numerics == "cpu fp32 2 threads"
+    assert {s.run_id for s in one}.isdisjoint(s.run_id for s in two)
+    assert one[0].teacher.key != two[0].teacher.key
+
+
+def test_a_run_computes_with_the_threads_its_identity_names_whatever_the_process_had(test_host, cache_dir) -> None:
+    spec = pick(expand(test_host, GridRequest(tasks=TASKS[:1], recipes=("kd",), seeds=(0,), budget="smoke", threads=1,
+                                              device="cpu")), "kd")
+    settings = EngineSettings(cache_dir=cache_dir, device="cpu", threads=1)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first = execute(spec, test_host, settings)
+        assert torch.get_num_threads() == 1
+        for path in (cache_dir / "teachers").glob("*.pt"):
+            path.unlink()  # the teacher is trained again, from a process that had other settings
+        torch.set_num_threads(2)
+        second = execute(spec, test_host, settings)
+    finally:
+        torch.set_num_threads(previous)
+    assert second["teacher_trained"] and first["metrics"] == second["metrics"]
+
+
+def test_a_run_planned_for_other_numerics_is_refused(test_host, cache_dir) -> None:
+    spec = pick(expand(test_host, GridRequest(tasks=TASKS[:1], recipes=("kd",), seeds=(0,), budget="smoke", threads=2,
+                                              device="cpu")), "kd")
+    result = execute_safely(partial(execute, spec, test_host, EngineSettings(cache_dir=cache_dir, device="cpu", threads=1)))
+    assert result["status"] == "failed"
+    assert result["error"] == ("this work was planned for 'cpu fp32 2 threads' but would run as 'cpu fp32 1 thread'; "
+                               "run the grid again with matching settings")

@@ -79,3 +79,15 @@ def test_unsupported_teacher_recipe_and_regime_fail_before_training(host) -> Non
         expand(host, GridRequest(teacher_recipe="dann"))
     with pytest.raises(UserError, match="label regime 'ssda-3' is not supported yet; use one of uda"):
         expand(host, GridRequest(label_regime="ssda-3"))
+
+
+def test_repeated_entries_run_once_and_are_said(host, caplog: pytest.LogCaptureFixture) -> None:
+    request = GridRequest(tasks=("handwritten_to_printed", "embedded.handwritten_to_printed"), recipes=("kd", "kd"),
+                          seeds=(0, 0), budget="smoke")
+    with caplog.at_level("WARNING", logger="cdkd_bench"):
+        specs = expand(host, request)
+    assert len(specs) == len({s.run_id for s in specs}) == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert "task embedded.handwritten_to_printed is listed more than once; it runs once" in said
+    assert "recipe kd is listed more than once; it runs once" in said
+    assert "seed 0 is listed more than once; it runs once" in said

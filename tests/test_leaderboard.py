@@ -77,3 +77,53 @@ def test_write_leaderboard_writes_the_suite_page(host, tmp_path: Path) -> None:
 def test_an_empty_store_says_so(host, tmp_path: Path) -> None:
     _, text = write_leaderboard(Store(tmp_path / "r.sqlite"), "embedded", tmp_path, host)
     assert "No runs in the store yet" in text
+
+
+def _record(store: Store, spec, accuracy: float | None, teacher: float = 80.0) -> None:
+    if accuracy is None:
+        store.record(spec, {"status": "failed", "error": "RuntimeError: the loss became nan by step 5"})
+        return
+    store.record(spec, {"status": "done", "metrics": {"target_test.acc": accuracy, "teacher.target_test.acc": teacher,
+                                                      "teacher.source_val.acc": 99.0}})
+
+
+def _lines(text: str) -> dict[str, str]:
+    return {line.split(" |")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+
+
+def test_failed_runs_are_counted_in_their_cells_and_listed(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    for spec in expand(host, GridRequest(tasks=TASKS, seeds=(0, 1), budget="smoke")):
+        fails = (spec.recipe == "kd" and spec.seed == 1 and spec.task.endswith(TASKS[0])) or spec.recipe == "target_oracle"
+        _record(store, spec, None if fails else 50.0)
+    text = render_markdown(build_tables(store.runs(status=None), host), "t")
+    rows = _lines(text)
+    assert "| 50.0 (n=1, 1 failed ✗) | 50.0 ± 0.0 (n=2) |" in rows["kd"]
+    assert rows["target_oracle (upper bound: trained with target labels)"].count("— (n=0, 2 failed ✗)") == 2
+    assert "Failed runs (5;" in text and "the loss became nan by step 5" in text
+
+
+def test_avg_and_gap_closed_compare_every_row_on_the_same_seeds(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    # source_only has seeds 0-2; kd finished only seed 0 (an interrupted grid): every row is averaged over seed 0
+    source_only = {0: 40.0, 1: 60.0, 2: 62.0}
+    for spec in expand(host, GridRequest(tasks=TASKS, seeds=(0, 1, 2), budget="smoke")):
+        if spec.recipe == "kd" and spec.seed > 0:
+            continue
+        accuracy = {"source_only": source_only[spec.seed], "kd": 70.0, "target_oracle": 95.0}[spec.recipe]
+        _record(store, spec, accuracy)
+    [table] = build_tables(store.runs(status=None), host)
+    assert table.common_seeds == [0]
+    rows = _lines(render_markdown([table], "t"))
+    assert "| 40.0 (n=1) |" in rows["source_only (student on source only)"]  # avg over seed 0 only, not 54.0
+    # gap closed on matched seeds: (70 - 40) / (80 - 40) = 75%, where mixing seeds would give (70 - 54) / (80 - 54) = 62%
+    assert rows["kd"].endswith("| 70.0 (n=1) | 75% |")
+
+
+def test_runs_with_other_numerics_never_share_a_table(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    for threads in (1, 2):
+        for spec in expand(host, GridRequest(tasks=TASKS, seeds=(0,), budget="smoke", threads=threads, device="cpu")):
+            _record(store, spec, 50.0 + threads)
+    tables = build_tables(store.runs(), host)
+    assert sorted(t.protocol.numerics for t in tables) == ["cpu fp32 1 thread", "cpu fp32 2 threads"]

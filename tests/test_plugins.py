@@ -83,7 +83,9 @@ def test_a_misspelled_hook_is_reported_not_silent_and_the_rest_load(plugins) -> 
     )
     host = load_host()
     failed = {p.name: p.error for p in host.failed_plugins}
-    assert failed["cdkd_typo"].startswith("it implements hook 'cdkd_register_method', which does not exist; did you mean 'cdkd_register_methods'")
+    assert failed["cdkd_typo"].startswith(
+        "it implements hook 'cdkd_register_method', which does not exist; did you mean 'cdkd_register_methods'"
+    )
     assert "kd" in host.methods
 
 
