@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from cdkd_bench.errors import UserError
+from cdkd_bench.folders import replace_atomically
 from cdkd_bench.spec import canonical_json
 
 try:  # POSIX; elsewhere caches are still verified, only not locked between processes
@@ -55,22 +54,8 @@ def temporary_files(path: Path) -> list[Path]:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write with torch.save to a temporary file and rename it: readers never see half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"cannot write to the cache folder {str(path.parent)!r} ({exc.strerror or exc}); "
-                        "choose another --cache-dir") from None
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError(f"cannot write cache file {str(path)!r} ({exc.strerror or exc}); delete it and run again") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """torch.save to a temporary file, then rename it over ``path``: readers never see half a file."""
+    replace_atomically(path, lambda tmp: torch.save(obj, tmp), "delete it and run again, or choose another --cache-dir")
 
 
 @contextlib.contextmanager

@@ -99,19 +99,14 @@ def _add_out_dir(parser: argparse.ArgumentParser) -> None:
                         help="where leaderboard pages are written (default: leaderboards)")
 
 
-def _configure_logging() -> None:
-    """Library notes and warnings (cache rebuilt, duplicate entries, …) as one stderr line each."""
-    from tqdm.auto import tqdm
+class _OneLine(logging.Handler):
+    """Library notes and warnings (cache rebuilt, repeated entries, …) as one stderr line each."""
 
-    class OneLine(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            prefix = "cdkd-bench: warning: " if record.levelno >= logging.WARNING else "cdkd-bench: "
-            tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
 
-    logger = logging.getLogger("cdkd_bench")
-    logger.handlers[:] = [OneLine()]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+        prefix = "cdkd-bench: warning: " if record.levelno >= logging.WARNING else "cdkd-bench: "
+        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -275,7 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         print(f"cdkd-bench: error: name a command: {', '.join(COMMANDS)} (see `cdkd-bench --help`)", file=sys.stderr)
         return 2
-    _configure_logging()
+    logger = logging.getLogger("cdkd_bench")
+    handler, level = _OneLine(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
@@ -287,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cdkd-bench: interrupted; finished runs are kept and the next run resumes", file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sqlite3
 import sys
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -128,9 +130,21 @@ class _Observers:
                          "(further failures of it in this hook are not shown)")
 
 
+@contextlib.contextmanager
+def _store_failures_stop_the_grid(store: Store, action: str) -> Iterator[None]:
+    """A store that cannot be written (disk full, locked for too long) ends the grid with a sentence."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise UserError(f"could not {action} in results store {str(store.path)!r} ({exc}); the grid stops here, "
+                        "every run recorded before is kept, and running the same grid again continues it") from None
+
+
 def _student_job(spec: RunSpec, host: Host, settings: EngineSettings, store: Store, observe: _Observers) -> dict[str, Any]:
     # Claimed at the moment it starts, so a second grid on the same store skips it.
-    if not store.claim(spec.run_id):
+    with _store_failures_stop_the_grid(store, f"claim run {spec.run_id}"):
+        claimed = store.claim(spec.run_id)
+    if not claimed:
         return {"status": "elsewhere"}
     observe("cdkd_before_run", spec=spec.to_dict())
     return execute_safely(partial(execute, spec, host, settings))
@@ -227,7 +241,9 @@ def _finish(
         summary.elsewhere += 1
         log(f"{label}: another process is running it; skipped")
         return
-    if not store.record(spec, result):
+    with _store_failures_stop_the_grid(store, f"record run {spec.run_id}"):
+        recorded = store.record(spec, result)
+    if not recorded:
         summary.elsewhere += 1
         log(f"{label}: another process finished it first; its result is kept")
         return
