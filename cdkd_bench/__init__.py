@@ -5,6 +5,8 @@ This module is the whole public API for plugin authors.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pluggy
 
 from cdkd_bench.api import (
@@ -15,9 +17,11 @@ from cdkd_bench.api import (
     Domain,
     DomainData,
     Executor,
+    Job,
     Method,
     MethodInfo,
     Outputs,
+    Ready,
     RunJob,
     Selector,
     Step,
@@ -39,9 +43,11 @@ __all__ = [
     "Domain",
     "DomainData",
     "Executor",
+    "Job",
     "Method",
     "MethodInfo",
     "Outputs",
+    "Ready",
     "RunJob",
     "Selector",
     "Step",
@@ -50,4 +56,12 @@ __all__ = [
     "UserError",
     "__version__",
     "hookimpl",
+    "run_job",
 ]
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one grid job (a teacher or a student run) in this process; never raises."""
+    from cdkd_bench.jobs import run_job as run
+
+    return run(job)

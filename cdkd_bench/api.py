@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,13 +60,19 @@ class Budget:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 5e-4
+    eval_points: int = 1
+    """Evenly spaced checkpoints at which a student is evaluated (the last is the end of training)."""
+    backbone_lr_mult: float = 1.0
+    """The student's body learns at ``lr`` times this, its classifier at ``lr`` (0.1 is usual for pretrained students)."""
 
     def __post_init__(self) -> None:
-        for name in ("teacher_steps", "student_steps", "batch_size"):
+        for name in ("teacher_steps", "student_steps", "batch_size", "eval_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"budget {name} must be a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"budget lr must be positive, got {self.lr}")
+        if self.backbone_lr_mult <= 0:
+            raise ValueError(f"budget backbone_lr_mult must be positive, got {self.backbone_lr_mult}")
 
 
 @dataclass(frozen=True)
@@ -111,11 +117,16 @@ class Suite:
     budgets: Mapping[str, Budget]
     default_teacher: str
     default_student: str
-    default_recipes: tuple[str, ...] = ("source_only", "kd", "target_oracle")
+    default_recipes: tuple[str, ...] = ()
+    """Recipes a grid runs when none are named (the reference recipes join every grid anyway)."""
     default_seeds: tuple[int, ...] = (0, 1)
     default_budget: str = "quick"
     pairs: tuple[tuple[str, str], ...] = ()
     teacher_augmentation: Augmentation | None = None
+    views: Mapping[str, Augmentation] = field(default_factory=dict)
+    """Named augmentations components may read (``Method.views``), e.g. ``weak`` and ``strong``."""
+    default: bool = False
+    """The suite commands use when none is named (exactly one installed suite should say so)."""
     description: str = ""
     tasks: tuple[Task, ...] = field(init=False)
 
@@ -134,27 +145,57 @@ class Suite:
 # --------------------------------------------------------------------------- training step
 
 
+PLAIN = "plain"
+"""The view name of the unaugmented batch."""
+
+
 @dataclass(frozen=True)
 class Outputs:
-    """What a network says about a batch: logits and the pooled pre-logit features."""
+    """What a network says about a batch.
+
+    ``logits`` and ``features`` (pooled pre-logits) always; ``intermediates`` maps timm
+    stage indices (non-negative, as in ``feature_info``) to NCHW feature maps, filled only
+    with the stages some component of the recipe asked for (see ``Method.intermediates``).
+    """
 
     logits: torch.Tensor
     features: torch.Tensor
+    intermediates: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    num_stages: int = 0
+
+    def stage(self, index: int) -> torch.Tensor:
+        """The feature map of stage ``index``; negative counts from the last stage (-1 = last)."""
+        key = index + self.num_stages if index < 0 else index
+        if key not in self.intermediates:
+            raise KeyError(f"stage {index} was not computed: declare it in the component's `intermediates`")
+        return self.intermediates[key]
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Images and, where the label regime allows, their labels (``y`` is None otherwise)."""
+    """Images and, where the label regime allows, their labels (``y`` is None otherwise).
+
+    ``index`` is each image's position in its split (for memory banks and pseudo-label
+    tables); ``None`` only for batches not drawn from a split.
+    """
 
     x: torch.Tensor
     y: torch.Tensor | None
+    index: torch.Tensor | None = None
+
+
+ViewMaker = Callable[[DomainRole, str, Batch], Batch]
+TeacherForward = Callable[[DomainRole, str, Batch], Outputs]
 
 
 class Step:
     """One optimisation step as the method components see it.
 
     Network outputs are computed on first request and shared by every component of the
-    recipe, so a recipe of three components still runs each forward pass once.
+    recipe, so a recipe of three components still runs each forward pass once. A *view* is
+    a named augmentation of a domain's batch (``"weak"``, ``"strong"``; ``"plain"`` is the
+    batch itself), made on first request, batched on the device, with the same images,
+    labels and indices in the same order.
     """
 
     def __init__(
@@ -163,48 +204,132 @@ class Step:
         target: Batch,
         progress: float,
         student_forward: Callable[[torch.Tensor], Outputs],
-        teacher_outputs: Callable[[DomainRole], Outputs] | None,
+        teacher_forward: TeacherForward | None = None,
+        view_maker: ViewMaker | None = None,
     ) -> None:
         self.source = source
         self.target = target
         self.progress = progress
         self._student_forward = student_forward
-        self._teacher_outputs = teacher_outputs
-        self._outputs: dict[tuple[str, str], Outputs] = {}
+        self._teacher_forward = teacher_forward
+        self._view_maker = view_maker
+        self._views: dict[tuple[str, str], Batch] = {}
+        self._outputs: dict[tuple[str, str, str], Outputs] = {}
 
-    def batch(self, domain: DomainRole) -> Batch:
+    def batch(self, domain: DomainRole, view: str = PLAIN) -> Batch:
+        """This step's ``domain`` batch, or its ``view``."""
         if domain == "source":
-            return self.source
-        if domain == "target":
-            return self.target
-        raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+            plain = self.source
+        elif domain == "target":
+            plain = self.target
+        else:
+            raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+        if view == PLAIN:
+            return plain
+        if (domain, view) not in self._views:
+            if self._view_maker is None:
+                raise RuntimeError(f"view {view!r} of {domain} was not declared by any component (see Method.views)")
+            self._views[domain, view] = self._view_maker(domain, view, plain)
+        return self._views[domain, view]
 
-    def student(self, domain: DomainRole) -> Outputs:
-        """The student's outputs on this step's ``domain`` batch (with gradients)."""
-        key = ("student", domain)
+    def student(self, domain: DomainRole, view: str = PLAIN) -> Outputs:
+        """The student's outputs on this step's ``domain`` batch or its ``view`` (with gradients)."""
+        key = ("student", domain, view)
         if key not in self._outputs:
-            self._outputs[key] = self._student_forward(self.batch(domain).x)
+            self._outputs[key] = self._student_forward(self.batch(domain, view).x)
         return self._outputs[key]
 
-    def teacher(self, domain: DomainRole) -> Outputs:
-        """The frozen teacher's outputs on this step's ``domain`` batch (no gradients)."""
-        if self._teacher_outputs is None:
+    def teacher(self, domain: DomainRole, view: str = PLAIN) -> Outputs:
+        """The frozen teacher's outputs on this step's ``domain`` batch or its ``view`` (no gradients)."""
+        if self._teacher_forward is None:
             raise RuntimeError("this recipe has no teacher: set needs_teacher = True on the method")
-        key = ("teacher", domain)
+        key = ("teacher", domain, view)
         if key not in self._outputs:
             with torch.no_grad():
-                self._outputs[key] = self._teacher_outputs(domain)
+                self._outputs[key] = self._teacher_forward(domain, view, self.batch(domain, view))
         return self._outputs[key]
+
+    def forget_outputs(self) -> None:
+        """Drop every computed output (after an update inside an owned step, so they are recomputed)."""
+        self._outputs.clear()
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage of a network, from timm's ``feature_info``."""
+
+    channels: int
+    reduction: int
+    module: str
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """The shape of a network, for components that build projectors or regressors."""
+
+    arch: str
+    num_features: int
+    stages: tuple[StageInfo, ...]
+
+    def stage(self, index: int) -> StageInfo:
+        """Stage ``index``; negative counts from the last stage."""
+        return self.stages[index]
+
+    def stage_index(self, index: int) -> int:
+        """``index`` made non-negative (the key of ``Outputs.intermediates``)."""
+        return index + len(self.stages) if index < 0 else index
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """What a method component may need to know when it builds its own modules."""
+    """What a method component may need to know when it builds its own modules.
+
+    The first four fields are the v1 contract; ``student`` and ``teacher`` describe both
+    networks' stages (channels, reduction) and pooled feature size, ``split_sizes`` the
+    number of images in each training split (``{"source": n, "target": m}``, for memory
+    banks), ``image_size`` the input size.
+    """
 
     num_classes: int
     student_features: int
     teacher_features: int | None
     total_steps: int
+    student: NetworkInfo | None = None
+    teacher: NetworkInfo | None = None
+    split_sizes: Mapping[str, int] = field(default_factory=dict)
+    image_size: int = 0
+
+
+class StepControl:
+    """What a component that owns the step (``Method.owns_step``) drives the update with.
+
+    The engine implements it. A typical owner computes a loss from ``step`` (plus
+    ``source_ce()`` and ``others()`` so the recipe's other components still count), calls
+    ``backward``, then ``update`` on a parameter set, and ``recompute`` before the next phase.
+    """
+
+    step: Step
+    student: nn.Module
+
+    def source_ce(self) -> torch.Tensor:
+        """The engine's cross-entropy on the labelled source batch (the baseline term)."""
+        raise NotImplementedError
+
+    def others(self) -> dict[str, torch.Tensor]:
+        """The loss terms of every other component of the recipe, on the current outputs."""
+        raise NotImplementedError
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate gradients of ``loss`` (checked for NaN/inf like every step's loss)."""
+        raise NotImplementedError
+
+    def update(self, parameters: Iterable[nn.Parameter] | None = None) -> None:
+        """One optimiser step on ``parameters`` only (None: every trainable parameter), then clear gradients."""
+        raise NotImplementedError
+
+    def recompute(self) -> None:
+        """Forget this step's outputs so the next request runs the networks with the updated weights."""
+        raise NotImplementedError
 
 
 class Method(nn.Module):
@@ -214,6 +339,11 @@ class Method(nn.Module):
     fields carry defaults and ``metadata={"search": (low, high[, "log"])}``, and implement
     ``loss``. Modules built in ``__init__`` (discriminators, projectors) are trained with
     the student. Supervised cross-entropy on labelled source data is the engine's job.
+
+    Contract v2 adds, all optional (a v1 component that only defines ``loss`` works as is):
+    ``intermediates`` (stage indices whose feature maps it reads), ``views`` (augmented
+    views it reads), ``param_groups`` (its own learning-rate multiplier and weight decay),
+    ``owns_step`` + ``update`` (drive the optimiser itself), ``before_evaluation``.
     """
 
     name: ClassVar[str]
@@ -225,6 +355,13 @@ class Method(nn.Module):
     """True only for the labelled-target upper bound: its rows are flagged as reading target labels."""
     reference: ClassVar[bool] = False
     """Reference rows (source-only, target-labelled upper bound) join every grid unasked."""
+    intermediates: tuple[int, ...] = ()
+    """timm stage indices (negative: from the last) whose feature maps ``Outputs.intermediates`` must hold,
+    for the student and the teacher. A class attribute, or set in ``__init__`` from the hparams."""
+    views: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Augmented views read per domain, e.g. ``{"target": ("weak", "strong")}``; the suite defines them."""
+    owns_step: ClassVar[bool] = False
+    """True if ``update`` drives the optimiser itself (at most one per recipe); ``loss`` is then not called."""
 
     @dataclass(frozen=True)
     class Hparams:
@@ -238,6 +375,22 @@ class Method(nn.Module):
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
         """Named loss terms for this step; the engine sums them with every other component's."""
         raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups for this component's own parameters.
+
+        Each group is ``{"params": [...], "lr_mult": float, "weight_decay": float}`` (the
+        last two optional: the budget's learning rate times 1 and its weight decay).
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params}] if params else []
+
+    def update(self, control: StepControl) -> dict[str, torch.Tensor]:
+        """For ``owns_step`` components: perform the whole update of one step; return terms to log."""
+        raise NotImplementedError
+
+    def before_evaluation(self, student: nn.Module, target_unlabelled: torch.Tensor) -> None:
+        """Adjust a copy of the student before it is evaluated (AdaBN re-estimates BatchNorm here)."""
 
     @classmethod
     def describe(cls) -> str:
@@ -261,19 +414,43 @@ class Selector:
     choose: Callable[[list[Mapping[str, float]]], int]
     oracle: bool = False
     description: str = ""
+    default: bool = False
+    """The rule tables use when none is named (exactly one installed rule should say so)."""
 
 
-RunJob = Callable[[], Mapping[str, Any]]
+@dataclass(frozen=True)
+class Job:
+    """One unit of grid work as plain, picklable data: a teacher to prepare or a student run.
+
+    ``kind`` is ``"teacher"`` (``spec`` a TeacherSpec; ``wait`` False returns at once when
+    another process is training it) or ``"run"`` (``spec`` a RunSpec). ``settings`` are the
+    engine settings. Any process runs it with ``cdkd_bench.run_job(job)``, which builds the
+    plugin host from the installed entry points once per process.
+    """
+
+    kind: str
+    spec: Any
+    settings: Any
+    wait: bool = True
+
+
+RunJob = Job
+Ready = Callable[[int], Mapping[str, Any] | None]
 
 
 class Executor:
     """Runs a list of independent jobs and reports each result as soon as it is known.
 
-    Every job is a zero-argument callable that never raises (failures come back as
-    results); ``on_result(index, result)`` must be called exactly once per job.
+    For each job, call ``ready(index)`` in the calling process just before starting it: if it
+    returns a result (the run is claimed by another process, say), report that instead of
+    running the job. Run a job with ``cdkd_bench.run_job(job)``, in this process or another;
+    it never raises (failures come back as results). ``on_result(index, result)`` must be
+    called exactly once per job, in the calling process.
     """
 
     name: ClassVar[str]
+    default: ClassVar[bool] = False
+    """The executor grids use when none is named (exactly one installed executor should say so)."""
 
-    def run(self, jobs: list[RunJob], on_result: Callable[[int, Mapping[str, Any]], None]) -> None:
+    def run(self, jobs: list[Job], on_result: Callable[[int, Mapping[str, Any]], None], ready: Ready | None = None) -> None:
         raise NotImplementedError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,12 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list suites, tasks, methods or architectures and the plugins providing them")
     p_list.add_argument("kind", nargs="?", choices=LIST_KINDS, help="what to list (default: all but archs)")
     p_list.add_argument("--filter", default="*", help="glob on names, e.g. 'resnet*' (default: everything)")
+    p_list.add_argument("--markdown", action="store_true", help="with `methods`: the Markdown table of docs/methods.md")
 
     sub.add_parser("plugins", help="list loaded plugins, their versions, and any that failed to load")
 
-    p_run = sub.add_parser("run", help="run a grid (no arguments: the embedded suite's default grid, quick budget)")
+    p_run = sub.add_parser("run", help="run a grid (no arguments: the default suite's default grid and budget)")
     p_run.add_argument("--grid", type=_path, help="TOML grid file; flags given here override its keys")
-    p_run.add_argument("--suite", help="suite name (default: embedded)")
+    p_run.add_argument("--suite", help="suite name (default: the suite marked as default, embedded)")
     p_run.add_argument("--tasks", type=_raw_list, help="comma-separated task names (default: all of the suite's)")
     p_run.add_argument("--teacher", help="teacher architecture (default: the suite's)")
     p_run.add_argument("--student", help="student architecture (default: the suite's)")
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--budget", help="budget name: quick, default, paper (default: the suite's)")
     p_run.add_argument("--set", dest="hparams", action="append", default=[], metavar="METHOD.HPARAM=VALUE",
                        help="override a hyper-parameter, e.g. --set kd.temperature=2 (repeatable)")
-    p_run.add_argument("--selection", help="model-selection rule (default: last)")
+    p_run.add_argument("--selection", help="model-selection rule for the printed table (default: last); runs store every "
+                       "checkpoint, so `leaderboard --selection` can apply another rule later without retraining")
     p_run.add_argument("--executor", help="executor (default: local)")
     _add_store_args(p_run)
     _add_out_dir(p_run)
@@ -80,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
-    p_board.add_argument("--suite", default="embedded", help="suite name (default: embedded)")
+    p_board.add_argument("--suite", help="suite name (default: the suite marked as default, embedded)")
+    p_board.add_argument("--selection", help="model-selection rule applied to the stored checkpoints (default: last)")
     _add_store_args(p_board)
     _add_out_dir(p_board)
 
@@ -113,6 +117,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from cdkd_bench.plugins import load_host
 
     host = load_host()
+    if args.markdown:
+        if args.kind != "methods":
+            raise UserError("--markdown goes with `cdkd-bench list methods`")
+        from cdkd_bench.method_table import methods_markdown
+
+        print(methods_markdown(host), end="")
+        _warn_failed_plugins(host)
+        return 0
     kinds = [args.kind] if args.kind else [k for k in LIST_KINDS if k != "archs"]
     for kind in kinds:
         print(f"{kind}:")
@@ -203,6 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = load_host()
     _warn_failed_plugins(host)
     specs = expand(host, request)
+    suite = request.suite or host.default("suite")
     threads = request.threads or default_threads()
     settings = EngineSettings(
         cache_dir=writable_folder(args.cache_dir or default_cache_dir(), "the cache", "--cache-dir (or CDKD_BENCH_CACHE)"),
@@ -210,13 +223,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=request.device,
         threads=threads,
         show_progress=not args.no_progress,
+        command=args.command_line,
     )
     writable_folder(args.out_dir, "leaderboard pages", "--out-dir")
     store = Store(Path(request.store))
     import torch
 
     use_threads(torch.device("cpu"), threads)
-    print(f"grid: {len(specs)} runs on suite {request.suite!r}; results in {request.store}", file=sys.stderr)
+    print(f"grid: {len(specs)} runs on suite {suite!r}; results in {request.store}", file=sys.stderr)
     summary = run_grid(host, specs, store, settings, request.executor, show_progress=not args.no_progress)
     elsewhere = f", {summary.elsewhere} left to another process" if summary.elsewhere else ""
     print(
@@ -224,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary.teachers_trained} teachers trained",
         file=sys.stderr,
     )
-    path, text = write_leaderboard(store, request.suite, args.out_dir, host)
+    path, text = write_leaderboard(store, suite, args.out_dir, host, request.selection)
     print(text)
     print(f"leaderboard written to {path}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -238,7 +252,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     store = Store(args.store or Path(DEFAULT_STORE), read_only=True)
     host = load_host()
     _warn_failed_plugins(host)
-    path, text = write_leaderboard(store, args.suite, args.out_dir, host)
+    if args.selection is not None:
+        host.selectors.get(args.selection)  # unknown rule → suggestions
+    suite = args.suite if args.suite is not None else host.default("suite")
+    path, text = write_leaderboard(store, suite, args.out_dir, host, args.selection)
     print(text)
     print(f"leaderboard written to {path}", file=sys.stderr)
     return 0
@@ -267,6 +284,7 @@ COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboa
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["cdkd-bench", *(sys.argv[1:] if argv is None else argv)])
     if args.command is None:
         print(f"cdkd-bench: error: name a command: {', '.join(COMMANDS)} (see `cdkd-bench --help`)", file=sys.stderr)
         return 2

@@ -67,6 +67,14 @@ def use_threads(device: torch.device, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def check_numerics(planned: str, device: torch.device, threads: int) -> None:
+    """Refuse to compute a run or teacher with other numerics than its identity says, then set the threads."""
+    actual = numerics(device, threads)
+    if actual != planned:
+        raise UserError(f"this work was planned for {planned!r} but would run as {actual!r}; run the grid again with matching settings")
+    use_threads(device, threads)
+
+
 def make_deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)

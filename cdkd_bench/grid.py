@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import logging
 import sqlite3
 import sys
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from cdkd_bench.api import Job
 from cdkd_bench.cache import sweep_temporary_files
-from cdkd_bench.compute import default_threads, numerics, pick_device
-from cdkd_bench.engine import EngineSettings, check_teacher_recipe, execute, execute_safely, prepare_teacher
-from cdkd_bench.errors import UserError, unknown_name
-from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
+from cdkd_bench.engine import EngineSettings
+from cdkd_bench.errors import UserError
+from cdkd_bench.jobs import use_host
+from cdkd_bench.plan import expand
 from cdkd_bench.plugins import Host
 from cdkd_bench.request import GridRequest, read_grid_file
 from cdkd_bench.spec import RunSpec, TeacherSpec
@@ -26,77 +24,6 @@ from cdkd_bench.store import Store
 from cdkd_bench.training import progress_disabled
 
 __all__ = ["GridRequest", "GridSummary", "expand", "read_grid_file", "run_grid"]
-T = TypeVar("T")
-
-LABEL_REGIMES = ("uda",)
-log = logging.getLogger("cdkd_bench")
-
-
-def expand(host: Host, request: GridRequest) -> list[RunSpec]:
-    """Every run the request implies, reference recipes included, in teacher-friendly order."""
-    suite = host.suite(request.suite)
-    tasks = _distinct("task", [host.task(suite, t) for t in request.tasks], lambda t: t.name) if request.tasks else list(suite.tasks)
-    budget_name = request.budget or suite.default_budget
-    if budget_name not in suite.budgets:
-        raise unknown_name(f"budget of suite {suite.name!r}", budget_name, suite.budgets)
-    budget = suite.budgets[budget_name]
-    if request.label_regime not in LABEL_REGIMES:
-        raise UserError(f"label regime {request.label_regime!r} is not supported yet; use one of {', '.join(LABEL_REGIMES)}")
-    host.selectors.get(request.selection)
-    host.executors.get(request.executor)
-    teacher_arch = request.teacher or suite.default_teacher
-    student_arch = request.student or suite.default_student
-    for arch in dict.fromkeys([teacher_arch, student_arch]):
-        host.architecture(arch, suite.num_classes)  # fails early, with suggestions, on a typo
-    seeds = _distinct("seed", request.seeds, lambda s: s) if request.seeds is not None else list(suite.default_seeds)
-    if not seeds:
-        raise UserError("the grid has no seeds; give at least one, e.g. --seeds 0")
-    asked = _distinct("recipe", [canonical_recipe(r, host.methods) for r in (request.recipes or suite.default_recipes)], lambda r: r)
-    references = [e.name for e in host.methods if e.value.reference]
-    recipes = list(dict.fromkeys([*references, *asked]))
-    overrides = split_overrides(request.hparams, recipes, host.methods)
-    check_teacher_recipe(request.teacher_recipe)
-    # Every component's hparams in full, defaults included, so a changed default changes the hash.
-    resolved_hparams = {
-        name: dataclasses.asdict(build_hparams(host.methods.get(name), overrides.get(name, {})))
-        for recipe in recipes for name in recipe.split("+")
-    }
-
-    augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
-    computed_as = numerics(pick_device(request.device), request.threads or default_threads())
-    specs = []
-    for seed in seeds:
-        for task in tasks:
-            teacher = TeacherSpec(
-                suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
-                arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
-                num_classes=suite.num_classes, image_size=suite.image_size, budget=budget_name,
-                steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
-                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=computed_as,
-            )
-            for recipe in recipes:
-                components = recipe.split("+")
-                hparams = {name: resolved_hparams[name] for name in components}
-                specs.append(RunSpec(
-                    suite=suite.name, task=task.name, source=task.source, target=task.target,
-                    target_version=host.domains.get(task.target).version, teacher=teacher,
-                    student_arch=student_arch, recipe=recipe, hparams=hparams,
-                    method_versions={n: host.methods.get(n).version for n in components},
-                    label_regime=request.label_regime, selection=request.selection, budget=budget_name,
-                    steps=budget.student_steps, batch_size=budget.batch_size, lr=budget.lr,
-                    weight_decay=budget.weight_decay, seed=seed, numerics=computed_as,
-                ))
-    return specs
-
-
-def _distinct(kind: str, items: Iterable[T], key: Callable[[T], Hashable]) -> list[T]:
-    """Items in order with repeats dropped; a repeat is said, since it usually is a slip."""
-    seen: dict[Hashable, T] = {}
-    for item in items:
-        if key(item) in seen:
-            log.warning("%s %s is listed more than once; it runs once", kind, key(item))
-        seen.setdefault(key(item), item)
-    return list(seen.values())
 
 
 @dataclass
@@ -140,14 +67,14 @@ def _store_failures_stop_the_grid(store: Store, action: str) -> Iterator[None]:
                         "every run recorded before is kept, and running the same grid again continues it") from None
 
 
-def _student_job(spec: RunSpec, host: Host, settings: EngineSettings, store: Store, observe: _Observers) -> dict[str, Any]:
-    # Claimed at the moment it starts, so a second grid on the same store skips it.
+def _claim_before_start(spec: RunSpec, store: Store, observe: _Observers) -> dict[str, Any] | None:
+    """Called by the executor just before a run starts: claim it (a second grid on the same store skips it)."""
     with _store_failures_stop_the_grid(store, f"claim run {spec.run_id}"):
         claimed = store.claim(spec.run_id)
     if not claimed:
         return {"status": "elsewhere"}
     observe("cdkd_before_run", spec=spec.to_dict())
-    return execute_safely(partial(execute, spec, host, settings))
+    return None
 
 
 def run_grid(
@@ -155,7 +82,7 @@ def run_grid(
     specs: list[RunSpec],
     store: Store,
     settings: EngineSettings,
-    executor_name: str = "local",
+    executor_name: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = _log_to_stderr,
 ) -> GridSummary:
@@ -170,8 +97,9 @@ def run_grid(
     summary.skipped = len(specs) - len(pending)
     if not pending:
         return summary
-    executor = host.executors.get(executor_name)()
+    executor = host.executors.get(executor_name or host.default("executor"))()
     observe = _Observers(host, log)
+    use_host(host)  # jobs run in this process use the grid's host, plugins given in code included
     for folder in ("data", "teachers"):  # leftovers of writers killed between write and rename
         sweep_temporary_files(settings.cache_dir / folder)
     with store.claims_kept_alive():
@@ -188,7 +116,8 @@ def run_grid(
             _finish(store, summary, runnable[index], dict(result), log, observe)
             run_bar.update()
 
-        executor.run([partial(_student_job, s, host, settings, store, observe) for s in runnable], on_run)
+        executor.run([Job("run", s, settings) for s in runnable], on_run,
+                     lambda index: _claim_before_start(runnable[index], store, observe))
         run_bar.close()
     return summary
 
@@ -222,7 +151,7 @@ def _prepare_teachers(
                     f"source-val acc {result['metrics']['source_val.acc']:.1f}% in {result['metrics']['train_s']:.1f}s")
             bar.update()
 
-        executor.run([partial(execute_safely, partial(prepare_teacher, t, host, settings, wait)) for t in batch], on_teacher)
+        executor.run([Job("teacher", t, settings, wait) for t in batch], on_teacher)
 
     run_pass(teachers, wait=False)
     if busy:

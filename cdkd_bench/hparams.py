@@ -58,7 +58,10 @@ def _coerce(qualified: str, kind: Any, value: Any) -> Any:
 
 
 def _parse(qualified: str, kind: Any, value: Any) -> Any:
+    if typing.get_origin(kind) is typing.Literal:
+        return _parse_choice(qualified, typing.get_args(kind), value)
     type_name = getattr(kind, "__name__", str(kind))
+    type_name = f"{'an' if type_name[:1] in 'aeiou' else 'a'} {type_name}"
     if isinstance(value, CommandLineText):
         value = str(value)
         if kind is str:
@@ -71,15 +74,25 @@ def _parse(qualified: str, kind: Any, value: Any) -> Any:
                 raise ValueError
             return kind(value)
         except (TypeError, ValueError, OverflowError):
-            raise UserError(f"hparam {qualified} must be a {type_name}, got {value!r}") from None
+            raise UserError(f"hparam {qualified} must be {type_name}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
         except OverflowError:
             raise UserError(f"hparam {qualified} is too large for a float, got {len(str(abs(value)))} digits") from None
     if kind in (int, float, str, bool) and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise UserError(f"hparam {qualified} must be a {type_name}, got {value!r}")
+        raise UserError(f"hparam {qualified} must be {type_name}, got {value!r}")
     return value
+
+
+def _parse_choice(qualified: str, allowed: tuple[Any, ...], value: Any) -> Any:
+    """A ``Literal[...]`` hparam: one of its values (command-line text matches a value's spelling)."""
+    for choice in allowed:
+        if isinstance(value, CommandLineText) and str(value) == str(choice):
+            return choice
+        if type(value) is type(choice) and value == choice:
+            return value
+    raise UserError(f"hparam {qualified} must be one of {', '.join(repr(c) for c in allowed)}, got {value!r}")
 
 
 def build_hparams(method: type[Method], overrides: Mapping[str, Any]) -> Any:

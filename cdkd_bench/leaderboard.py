@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from cdkd_bench.api import Selector
 from cdkd_bench.errors import unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
+from cdkd_bench.spec import RunSpec, canonical_json
 from cdkd_bench.store import Store, StoredRun
 
 METRIC = "target_test.acc"
 # Below this many points between teacher and source-only student the ratio is noise, not news.
 MIN_GAP = 1.0
 FAILURES_LISTED = 10
+COMMANDS_LISTED = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class Protocol:
     label_regime: str
     selection: str
     budget: str
+    budget_numbers: str
+    """Every number of the budget and the protocol version: two budgets sharing a name never share a table."""
     numerics: str
 
 
@@ -72,6 +78,7 @@ class Table:
     flags: list[str]
     produced_with: list[str] = field(default_factory=list)
     failed_runs: list[StoredRun] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
 
     @property
     def common_seeds(self) -> list[int]:
@@ -100,15 +107,33 @@ def format_cell(values: Sequence[float], failed: int = 0) -> str:
     return f"{mean:.1f}{spread} (n={len(values)}{failures})"
 
 
-def build_tables(runs: list[StoredRun], host: Host | None = None) -> list[Table]:
+def _budget_numbers(spec: RunSpec) -> str:
+    t = spec.teacher
+    return canonical_json({
+        "student": [spec.steps, spec.batch_size, spec.lr, spec.weight_decay, spec.eval_points, spec.backbone_lr_mult],
+        "teacher": [t.steps, t.batch_size, t.lr, t.weight_decay, t.augmentation], "protocol": spec.protocol,
+    })
+
+
+def selected_metrics(run: StoredRun, selector: Selector | None) -> dict[str, Any]:
+    """The metrics of the checkpoint the rule picks (the run's last checkpoint when no rule is given)."""
+    history = run.metrics.get("checkpoints") or [run.metrics]
+    index = selector.choose(history) if selector is not None else len(history) - 1
+    return {**run.metrics, **history[index]}
+
+
+def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str | None = None) -> list[Table]:
+    """Tables of ``runs`` under selection rule ``selection`` (the host's default rule when None)."""
+    rule = selection or (host.default("selection rule") if host is not None else "last")
+    selector = host.selectors.get(rule) if host is not None else None
     by_protocol: dict[Protocol, list[StoredRun]] = defaultdict(list)
     for run in runs:
         s = run.spec
         by_protocol[Protocol(s.suite, s.teacher.arch, s.student_arch, s.teacher.teacher_recipe,
-                             s.label_regime, s.selection, s.budget, s.numerics)].append(run)
+                             s.label_regime, rule, s.budget, _budget_numbers(s), s.numerics)].append(run)
     tables = []
     for protocol, group in sorted(by_protocol.items(), key=lambda kv: tuple(vars(kv[0]).values())):
-        tables.append(_table(protocol, group, host))
+        tables.append(_table(protocol, group, host, selector))
     return tables
 
 
@@ -135,20 +160,52 @@ def _row_kind(recipe: str, host: Host | None) -> str:
 _KIND_ORDER = {"teacher": 0, "baseline": 1, "method": 2, "upper_bound": 3}
 
 
-def _table(protocol: Protocol, group: list[StoredRun], host: Host | None) -> Table:
+def _configuration(spec: RunSpec) -> str:
+    """What besides the recipe name makes two runs different methods: resolved hparams and component versions."""
+    return canonical_json({"hparams": spec.hparams, "versions": spec.method_versions})
+
+
+def _row_names(group: list[StoredRun]) -> dict[tuple[str, str], str]:
+    """Row labels: the recipe, plus what differs where one recipe ran in several configurations."""
+    configs: dict[str, dict[str, RunSpec]] = defaultdict(dict)
+    for run in group:
+        configs[run.spec.recipe].setdefault(_configuration(run.spec), run.spec)
+    names = {}
+    for recipe, by_config in configs.items():
+        for config, spec in by_config.items():
+            names[recipe, config] = recipe if len(by_config) == 1 else f"{recipe} [{_differences(spec, by_config.values())}]"
+    return names
+
+
+def _differences(spec: RunSpec, others: Iterable[RunSpec]) -> str:
+    shown = []
+    for component, values in sorted(spec.hparams.items()):
+        for key, value in sorted(values.items()):
+            if any(o.hparams.get(component, {}).get(key) != value for o in others):
+                shown.append(f"{component}.{key}={value}")
+    for component, version in sorted(spec.method_versions.items()):
+        if any(o.method_versions.get(component) != version for o in others):
+            shown.append(f"{component} v{version}")
+    return ", ".join(shown)
+
+
+def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, selector: Selector | None) -> Table:
     tasks = _task_order(protocol, group, host)
     teacher = Row("teacher", kind="teacher")
-    recipe_rows: dict[str, Row] = {}
+    recipe_rows: dict[tuple[str, str], Row] = {}
+    names = _row_names(group)
     teacher_source_val: dict[str, dict[int, float]] = defaultdict(dict)
     flags = []
     failed_runs = []
     for run in group:
-        s, m = run.spec, run.metrics
-        row = recipe_rows.setdefault(s.recipe, Row(s.recipe, kind=_row_kind(s.recipe, host)))
+        s = run.spec
+        key = (s.recipe, _configuration(s))
+        row = recipe_rows.setdefault(key, Row(names[key], kind=_row_kind(s.recipe, host)))
         if run.status != "done":
             row.failed[s.task].add(s.seed)
             failed_runs.append(run)
             continue
+        m = selected_metrics(run, selector)
         row.values[s.task][s.seed] = m[METRIC]
         teacher.values[s.task][s.seed] = m["teacher.target_test.acc"]
         teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
@@ -156,9 +213,9 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None) -> Tab
     for row in rows:
         if row.kind == "upper_bound":
             flags.append(f"`{row.name}` reads target labels; it is the upper bound, not a competitor.")
-    if host is not None and protocol.selection in host.selectors and host.selectors.get(protocol.selection).oracle:
+    if selector is not None and selector.oracle:
         flags.append(f"ORACLE SELECTION: rule `{protocol.selection}` chose checkpoints using target test labels.")
-    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs)
+    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs, _commands(group))
 
 
 def _produced_with(group: list[StoredRun]) -> list[str]:
@@ -169,6 +226,11 @@ def _produced_with(group: list[StoredRun]) -> list[str]:
         if p:
             seen[f"cdkd-bench {p.get('cdkd_bench')}, torch {p.get('torch')}, timm {p.get('timm')}, on {p.get('device')}"] = None
     return list(seen)
+
+
+def _commands(group: list[StoredRun]) -> list[str]:
+    """The distinct command lines that produced a table's runs (recorded in their provenance)."""
+    return list(dict.fromkeys(run.provenance["command"] for run in group if run.provenance.get("command")))
 
 
 def _short_task(task: str, suite: str) -> str:
@@ -237,6 +299,9 @@ def _render_table(table: Table) -> list[str]:
         lines.append("")
     if table.produced_with:
         lines += ["Produced with: " + "; ".join(table.produced_with) + ".", ""]
+    if table.commands:
+        lines += ["Produced by: " + "; ".join(f"`{command}`" for command in table.commands[:COMMANDS_LISTED])
+                  + (f" and {len(table.commands) - COMMANDS_LISTED} more" if len(table.commands) > COMMANDS_LISTED else "") + ".", ""]
     return lines
 
 
@@ -255,10 +320,12 @@ def check_suite_name(suite: str, store: Store, host: Host | None) -> None:
         raise unknown_name("suite", suite, known)
 
 
-def write_leaderboard(store: Store, suite: str, out_dir: Path, host: Host | None = None) -> tuple[Path, str]:
-    """Render the suite's tables (finished and failed runs) and write them to ``out_dir/<suite>.md``."""
+def write_leaderboard(
+    store: Store, suite: str, out_dir: Path, host: Host | None = None, selection: str | None = None
+) -> tuple[Path, str]:
+    """Render the suite's tables (finished and failed runs) under a selection rule and write ``out_dir/<suite>.md``."""
     check_suite_name(suite, store, host)
-    tables = build_tables(store.runs(suite=suite, status=None), host)
+    tables = build_tables(store.runs(suite=suite, status=None), host, selection)
     text = render_markdown(tables, f"suite `{suite}`")
     path = writable_folder(out_dir, "leaderboard pages", "--out-dir") / f"{suite}.md"
     write_text_atomically(path, text)

@@ -157,6 +157,18 @@ class Host:
 
     # ------------------------------------------------------------------ lookups
 
+    def default(self, kind: str) -> str:
+        """The name of the suite, selection rule or executor that its plugin marks as the default."""
+        registries: dict[str, Registry[Any]] = {"suite": self.suites, "selection rule": self.selectors, "executor": self.executors}
+        registry = registries[kind]
+        marked = [entry.name for entry in registry if getattr(entry.value, "default", False)]
+        if len(marked) == 1:
+            return marked[0]
+        known = ", ".join(registry.names()) or "none"
+        if not marked:
+            raise UserError(f"no installed {kind} is marked as the default; name one (installed: {known})")
+        raise UserError(f"several installed {kind}s claim to be the default ({', '.join(marked)}); name one")
+
     def suite(self, name: str) -> Suite:
         suite = self.suites.get(name)
         for domain in suite.domains:

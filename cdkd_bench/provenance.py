@@ -34,10 +34,11 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def provenance(device: torch.device, plugin_versions: dict[str, str]) -> dict[str, Any]:
+def provenance(device: torch.device, plugin_versions: dict[str, str], command: str = "") -> dict[str, Any]:
     import timm
 
     return {
+        "command": command,
         "cdkd_bench": cdkd_bench.__version__,
         "git_commit": git_commit(),
         "plugins": plugin_versions,

@@ -22,9 +22,9 @@ MAX_THREADS = 1024
 
 @dataclass(frozen=True)
 class GridRequest:
-    """What the user asked for; ``None`` means the suite's (or the machine's) default."""
+    """What the user asked for; ``None`` means the default the installed plugins declare (or the machine's)."""
 
-    suite: str = "embedded"
+    suite: str | None = None
     tasks: tuple[str, ...] | None = None
     teacher: str | None = None
     student: str | None = None
@@ -34,8 +34,8 @@ class GridRequest:
     hparams: Mapping[str, Any] = field(default_factory=dict)
     teacher_recipe: str = "source"
     label_regime: str = "uda"
-    selection: str = "last"
-    executor: str = "local"
+    selection: str | None = None
+    executor: str | None = None
     store: str = "cdkd-results.sqlite"
     device: str = "auto"
     threads: int | None = None

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Bump whenever the engine changes what a run computes: every stored result is keyed by it.
-# 2: the CPU thread count / CUDA precision (``numerics``) joined run and teacher identity.
+# 2: the CPU thread count / CUDA precision (``numerics``) joined run and teacher identity; runs
+#    store evaluated checkpoints and the selection rule left their identity.
 PROTOCOL_VERSION = 2
 
 
@@ -77,7 +78,6 @@ class RunSpec:
     hparams: dict[str, dict[str, Any]]
     method_versions: dict[str, int]
     label_regime: str
-    selection: str
     budget: str
     steps: int
     batch_size: int
@@ -85,6 +85,8 @@ class RunSpec:
     weight_decay: float
     seed: int
     numerics: str = ""
+    eval_points: int = 1
+    backbone_lr_mult: float = 1.0
     """The device kind and CPU thread count the student is trained with (see compute.numerics)."""
     protocol: int = PROTOCOL_VERSION
 
@@ -99,6 +101,7 @@ class RunSpec:
         teacher.setdefault("protocol", 1)
         fields["teacher"] = TeacherSpec(**teacher)
         fields.setdefault("protocol", 1)
+        fields.pop("selection", None)  # protocol 1 kept the selection rule in the spec
         return cls(**fields)
 
     @property

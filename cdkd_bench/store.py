@@ -263,7 +263,7 @@ class Store:
             "teacher_recipe": spec.teacher.teacher_recipe,
             "teacher_key": spec.teacher.key,
             "label_regime": spec.label_regime,
-            "selection": spec.selection,
+            "selection": "",  # applied when tables are built, over the stored checkpoints
             "budget": spec.budget,
             "seed": spec.seed,
             "spec": json.dumps(spec.to_dict(), sort_keys=True),

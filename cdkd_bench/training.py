@@ -1,10 +1,10 @@
-"""The optimisation loop and the evaluation of one network; shared by teacher and student stages."""
+"""The optimisation loop shared by teacher and student stages, and the control it gives components."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cdkd_bench.api import Batch, DomainRole, Method, Outputs, Step
+from cdkd_bench.api import PLAIN, Batch, DomainRole, Method, Outputs, Step, StepControl
 from cdkd_bench.data import BatchStream, Split
+from cdkd_bench.networks import forward_outputs
 
 FINITE_CHECK_EVERY = 25
 
@@ -28,21 +29,6 @@ class RunFailed(Exception):
     """Training could not go on (a non-finite loss, say); the run is stored as failed."""
 
 
-def forward_outputs(model: Any, x: torch.Tensor) -> Outputs:
-    """Logits and pooled pre-logit features from one pass through a timm-style model."""
-    features = model.forward_head(model.forward_features(x), pre_logits=True)
-    return Outputs(logits=model.get_classifier()(features), features=features)
-
-
-def feature_size(model: nn.Module, image_size: int, device: torch.device) -> int:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        size = forward_outputs(model, torch.zeros(1, 3, image_size, image_size, device=device)).features.shape[1]
-    model.train(was_training)
-    return int(size)
-
-
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """bfloat16 autocast on CUDA (fast, no loss scaling needed); plain float32 on the CPU."""
     if device.type == "cuda":
@@ -52,6 +38,67 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[None
 
 def cosine_schedule(total_steps: int) -> Callable[[int], float]:
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def optimiser_groups(
+    model: nn.Module, components: Sequence[Method], lr: float, weight_decay: float, backbone_lr_mult: float
+) -> list[dict[str, Any]]:
+    """The student's head at ``lr`` and body at ``lr * backbone_lr_mult``, then each component's own groups."""
+    classifier = getattr(model, "get_classifier", None)
+    head_ids = {id(p) for p in classifier().parameters()} if callable(classifier) else set()
+    head = [p for p in model.parameters() if id(p) in head_ids]
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    groups: list[dict[str, Any]] = [{"params": body, "lr": lr * backbone_lr_mult, "weight_decay": weight_decay}]
+    if head:
+        groups.append({"params": head, "lr": lr, "weight_decay": weight_decay})
+    for component in components:
+        for group in component.param_groups():
+            params = [p for p in group["params"] if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lr * float(group.get("lr_mult", 1.0)),
+                               "weight_decay": float(group.get("weight_decay", weight_decay))})
+    return [g for g in groups if g["params"]]
+
+
+def _check_finite(loss: torch.Tensor, terms: Mapping[str, torch.Tensor], index: int) -> None:
+    if not torch.isfinite(loss):
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        raise RunFailed(f"the loss became {float(loss.detach())} by step {index} ({values})")
+
+
+class _Control(StepControl):
+    """The engine's side of an owned step: backward, partial updates, recomputation."""
+
+    def __init__(self, step: Step, student: nn.Module, others: Sequence[Method], optimizer: torch.optim.Optimizer,
+                 index: int, check: bool) -> None:
+        self.step, self.student = step, student
+        self._others, self._optimizer, self._index, self._check = others, optimizer, index, check
+        self._all = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def source_ce(self) -> torch.Tensor:
+        batch = self.step.source
+        assert batch.y is not None
+        return F.cross_entropy(self.step.student("source").logits, batch.y)
+
+    def others(self) -> dict[str, torch.Tensor]:
+        return {f"{c.name}.{name}": value for c in self._others for name, value in c.loss(self.step).items()}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self._check:
+            _check_finite(loss, {"loss": loss}, self._index)
+        loss.backward()
+
+    def update(self, parameters: Iterable[nn.Parameter] | None = None) -> None:
+        if parameters is not None:
+            chosen = {id(p) for p in parameters}
+            for p in self._all:
+                if id(p) not in chosen:
+                    p.grad = None  # AdamW leaves parameters without a gradient untouched
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+    def recompute(self) -> None:
+        self.step.forget_outputs()
 
 
 def fit(
@@ -68,74 +115,106 @@ def fit(
     teacher: nn.Module | None = None,
     reveal_target_labels: bool = False,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    views: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    backbone_lr_mult: float = 1.0,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int], None] | None = None,
     desc: str = "train",
     show_progress: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` (and the components' own modules) for ``steps`` steps.
 
-    The loss is cross-entropy on the labelled source batch plus every component's terms.
-    ``augment`` transforms source batches; it cannot be combined with a teacher, whose
-    outputs are precomputed for the unaugmented images.
+    The loss is cross-entropy on the labelled source batch plus every component's terms,
+    unless one component owns the step (it then drives the update through a control
+    object). ``augment`` transforms source batches (the teacher stage; it cannot be
+    combined with a teacher, whose plain outputs are precomputed per image). ``views`` are
+    the augmentations components may ask for by name. After each step count listed in
+    ``checkpoints``, ``on_checkpoint(step_count)`` is called (the engine evaluates there).
     Returns each loss term averaged over the last tenth of training.
     """
     if augment is not None and teacher is not None:
         raise ValueError("augmentation and a teacher cannot be combined: teacher outputs are precomputed per image")
     device = source.x.device
-    params = [*model.parameters(), *(p for c in components for p in c.parameters())]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(optimiser_groups(model, components, lr, weight_decay, backbone_lr_mult))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(steps))
     source_batches = BatchStream(source, batch_size, seed)
     target_batches = BatchStream(target, batch_size, seed + 1) if target is not None else None
-    empty = Batch(source.x[:0], None)
-    student_forward = partial(forward_outputs, model)
-    # The teacher is frozen, in eval mode, and images are not augmented, so its outputs
-    # for an image never change: compute them once per split instead of once per step.
-    splits = {"source": source, "target": target}
-    teacher_table = {
-        role: predict_outputs(teacher, split.x) for role, split in splits.items() if split is not None
-    } if teacher is not None else {}
-    batch_indices: dict[str, torch.Tensor] = {}
+    empty = Batch(source.x[:0], None, source.y[:0])
+    stages = tuple(sorted({s for c in components for s in c.intermediates}))
+    owner = next((c for c in components if c.owns_step), None)
+    others = [c for c in components if c is not owner]
+    teacher_forward = _teacher_forward(teacher, {"source": source, "target": target}, stages) if teacher is not None else None
+    transforms = dict(views or {})
 
-    def teacher_outputs(role: DomainRole) -> Outputs:
-        table, idx = teacher_table[role], batch_indices[role]
-        return Outputs(logits=table.logits[idx], features=table.features[idx])
+    def view_maker(_domain: DomainRole, view: str, plain: Batch) -> Batch:
+        return Batch(transforms[view](plain.x), plain.y, plain.index)
 
     model.train()
     for component in components:
         component.train()
     tail_start = steps - max(1, steps // 10)
     tail_sums: dict[str, Any] = {}  # device tensors, read back once at the end
+    checkpoint_at = set(checkpoints)
     for index in tqdm(range(steps), desc=desc, leave=False, disable=progress_disabled(show_progress), mininterval=0.5):
-        xs, ys, batch_indices["source"] = source_batches.next()
+        xs, ys, source_index = source_batches.next()
         if augment is not None:
             xs = augment(xs)
         target_batch = empty
         if target_batches is not None:
-            xt, yt, batch_indices["target"] = target_batches.next()
-            target_batch = Batch(xt, yt if reveal_target_labels else None)
-        step = Step(Batch(xs, ys), target_batch, index / steps, student_forward,
-                    teacher_outputs if teacher is not None else None)
-        with autocast_for(device):
-            terms = {"source_ce": F.cross_entropy(step.student("source").logits, ys)}
-            for component in components:
-                for name, value in component.loss(step).items():
-                    terms[f"{component.name}.{name}"] = value
-        loss = torch.stack([v.float() for v in terms.values()]).sum()
+            xt, yt, target_index = target_batches.next()
+            target_batch = Batch(xt, yt if reveal_target_labels else None, target_index)
+        step = Step(Batch(xs, ys, source_index), target_batch, index / steps, partial(forward_outputs, model, stages=stages),
+                    teacher_forward, view_maker)
         # Checking finiteness reads the loss back from the device, a sync that stalls a GPU:
         # do it every few steps; a non-finite loss poisons the weights, so it is still caught.
-        if (index % FINITE_CHECK_EVERY == 0 or index == steps - 1) and not torch.isfinite(loss):
-            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-            raise RunFailed(f"the loss became {float(loss.detach())} by step {index} ({values})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        check = index % FINITE_CHECK_EVERY == 0 or index == steps - 1
+        with autocast_for(device):
+            if owner is not None:
+                control = _Control(step, model, others, optimizer, index, check)
+                terms = {f"{owner.name}.{name}": value for name, value in owner.update(control).items()}
+            else:
+                terms = {"source_ce": F.cross_entropy(step.student("source").logits, ys)}
+                for component in components:
+                    for name, value in component.loss(step).items():
+                        terms[f"{component.name}.{name}"] = value
+        if owner is None:
+            loss = torch.stack([v.float() for v in terms.values()]).sum()
+            if check:
+                _check_finite(loss, terms, index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         scheduler.step()
         if index >= tail_start:
             for name, value in terms.items():
                 tail_sums[name] = tail_sums.get(name, 0.0) + value.detach().float()
+        if on_checkpoint is not None and index + 1 in checkpoint_at:
+            on_checkpoint(index + 1)
+            model.train()
     optimizer.zero_grad(set_to_none=True)  # leave no stale gradients on a model that is frozen next
     count = steps - tail_start
     return {name: float(total) / count for name, total in tail_sums.items()}
+
+
+def _teacher_forward(
+    teacher: nn.Module, splits: Mapping[str, Split | None], stages: Sequence[int]
+) -> Callable[[DomainRole, str, Batch], Outputs]:
+    """The frozen teacher's outputs for a step's batch.
+
+    The teacher is in eval mode and its plain images never change, so when no component
+    asks for intermediate maps its plain outputs are computed once per split and looked up
+    by index; views and intermediate maps are computed per step.
+    """
+    table = {role: predict_outputs(teacher, split.x) for role, split in splits.items() if split is not None} if not stages else {}
+
+    def outputs(domain: DomainRole, view: str, batch: Batch) -> Outputs:
+        if view == PLAIN and domain in table and batch.index is not None:
+            plain = table[domain]
+            return Outputs(logits=plain.logits[batch.index], features=plain.features[batch.index], num_stages=plain.num_stages)
+        with torch.no_grad():
+            return forward_outputs(teacher, batch.x, stages)
+
+    return outputs
 
 
 @torch.no_grad()
@@ -144,30 +223,12 @@ def predict_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 512) ->
     was_training = model.training
     model.eval()
     logits, features = [], []
+    num_stages = 0
     for start in range(0, len(x), batch_size):
         with autocast_for(x.device):
             out = forward_outputs(model, x[start : start + batch_size])
         logits.append(out.logits.float())
         features.append(out.features.float())
+        num_stages = out.num_stages
     model.train(was_training)
-    return Outputs(logits=torch.cat(logits), features=torch.cat(features))
-
-
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted classes for every image, in eval mode."""
-    return predict_outputs(model, x).logits.argmax(dim=1)
-
-
-def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
-    """Top-1 accuracy, balanced accuracy (mean recall over classes present) and per-class accuracy, in %."""
-    correct = (predictions == labels).float()
-    per_class: list[float | None] = []
-    for label in range(num_classes):
-        mask = labels == label
-        per_class.append(float(correct[mask].mean() * 100) if mask.any() else None)
-    present = [a for a in per_class if a is not None]
-    return {
-        "acc": float(correct.mean() * 100),
-        "balanced_acc": sum(present) / len(present),
-        "per_class_acc": per_class,
-    }
+    return Outputs(logits=torch.cat(logits), features=torch.cat(features), num_stages=num_stages)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
+from cdkd_bench import Method, Selector, Step, hookimpl
 
 
 class SpyOnTarget(Method):
@@ -73,3 +73,102 @@ class Observer:
     @hookimpl
     def cdkd_after_run(self, spec, result):  # type: ignore[no-untyped-def]
         self.after.append((spec["recipe"], result["status"]))
+
+
+class TwoPhase(Method):
+    """Owns the step: a joint update with the other components' terms, then an update of its own head only."""
+
+    name = "two_phase"
+    family = "adaptation"
+    uses_target = True
+    owns_step = True
+    phases: list[tuple[str, list[str]]] = []
+
+    @dataclass(frozen=True)
+    class Hparams:
+        pass
+
+    def __init__(self, hparams, info) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(hparams, info)
+        self.head = torch.nn.Linear(info.student_features, info.num_classes)
+
+    def update(self, control):  # type: ignore[no-untyped-def]
+        others = control.others()
+        first = control.source_ce() + sum(others.values(), torch.zeros(()))
+        control.backward(first)
+        control.update()
+        TwoPhase.phases.append(("joint", sorted(others)))
+        control.recompute()
+        features = control.step.student("target").features.detach()
+        p = self.head(features).softmax(1)
+        entropy = -(p * p.clamp_min(1e-8).log()).sum(1).mean()
+        control.backward(entropy)
+        control.update(self.head.parameters())
+        TwoPhase.phases.append(("head", []))
+        return {"joint": first.detach(), "entropy": entropy.detach()}
+
+
+class AnotherOwner(TwoPhase):
+    """A second component that owns the step (never allowed with another)."""
+
+    name = "another_owner"
+
+
+class ReadsViews(Method):
+    """Reads the weak and strong views of the target batch; records what it saw."""
+
+    name = "reads_views"
+    family = "adaptation"
+    uses_target = True
+    views = {"target": ("weak", "strong")}
+    seen: list[tuple[bool, bool, bool]] = []
+
+    @dataclass(frozen=True)
+    class Hparams:
+        pass
+
+    def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        plain, weak, strong = step.batch("target"), step.batch("target", "weak"), step.batch("target", "strong")
+        ReadsViews.seen.append((
+            not torch.equal(plain.x, weak.x), not torch.equal(weak.x, strong.x), torch.equal(plain.index, strong.index),
+        ))
+        p = step.student("target", "weak").logits.softmax(1).detach()
+        return {"consistency": -(p * step.student("target", "strong").logits.log_softmax(1)).sum(1).mean()}
+
+
+class ReadsUnknownView(ReadsViews):
+    """Asks for a view no suite defines."""
+
+    name = "reads_unknown_view"
+    views = {"target": ("blurry",)}
+
+
+class CountsEvaluations(Method):
+    """Shifts a copy's classifier bias before each evaluation (a stand-in for AdaBN), and counts the calls."""
+
+    name = "counts_evaluations"
+    family = "adaptation"
+    calls: list[int] = []
+
+    @dataclass(frozen=True)
+    class Hparams:
+        pass
+
+    def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        return {}
+
+    def before_evaluation(self, student, target_unlabelled):  # type: ignore[no-untyped-def]
+        CountsEvaluations.calls.append(len(target_unlabelled))
+        with torch.no_grad():
+            student.get_classifier().bias.add_(100.0 * torch.arange(student.get_classifier().bias.numel()))
+
+
+class ContractV2Methods:
+    @hookimpl
+    def cdkd_register_methods(self, register):  # type: ignore[no-untyped-def]
+        for method in (TwoPhase, AnotherOwner, ReadsViews, ReadsUnknownView, CountsEvaluations):
+            register(method)
+
+    @hookimpl
+    def cdkd_register_selectors(self, register):  # type: ignore[no-untyped-def]
+        register(Selector("first", lambda history: 0, description="the first evaluated checkpoint (for tests)"))

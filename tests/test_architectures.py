@@ -6,7 +6,7 @@ import torch
 
 import cdkd_plugins.architectures.small_resnets  # noqa: F401 - registers the variants with timm
 from cdkd_bench.errors import UserError
-from cdkd_bench.training import forward_outputs
+from cdkd_bench.networks import forward_outputs
 
 SMALL_INPUT = timm.list_models("*_32px")
 

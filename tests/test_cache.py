@@ -13,9 +13,11 @@ import torch
 
 from cdkd_bench.cache import cache_lock, load_verified, save_verified, sweep_temporary_files
 from cdkd_bench.data import domain_cache_path, load_domain
-from cdkd_bench.engine import EngineSettings, load_source, obtain_teacher, teacher_path
 from cdkd_bench.errors import UserError
 from cdkd_bench.grid import GridRequest, expand
+from cdkd_bench.settings import EngineSettings
+from cdkd_bench.task_data import load_source
+from cdkd_bench.teachers import obtain_teacher, teacher_path
 
 DEVICE = torch.device("cpu")
 

@@ -32,7 +32,7 @@ def test_run_end_to_end_then_resume(cache_dir: Path, capsys: pytest.CaptureFixtu
     [
         (["run", "--suite", "embeded"], "unknown suite 'embeded'; did you mean 'embedded'?"),
         (["run", "--tasks", "fonts_to_mnist"], "unknown task of suite 'embedded' 'fonts_to_mnist'"),
-        (["run", "--recipes", "kdd"], "unknown method 'kdd'; did you mean 'kd'?"),
+        (["run", "--recipes", "kdd"], "unknown method 'kdd'; did you mean 'kd'"),
         (["run", "--student", "resnet10_w8"], "unknown architecture 'resnet10_w8'; did you mean 'resnet10_w8_32px'"),
         (["run", "--set", "kd.tempreature=2"], "unknown hparam 'kd.tempreature'; did you mean 'kd.temperature'?"),
         (["run", "--set", "kd.temperature=-1"], "invalid hparam for kd: temperature must be positive, got -1.0"),

@@ -7,9 +7,11 @@ import pytest
 import torch
 from helpers import SpyOnTarget, TestMethods
 
-from cdkd_bench.engine import EngineSettings, execute, execute_safely, load_task_data, obtain_teacher, teacher_path
+from cdkd_bench.engine import EngineSettings, execute, execute_safely
 from cdkd_bench.grid import GridRequest, expand
 from cdkd_bench.plugins import load_host
+from cdkd_bench.task_data import load_task_data
+from cdkd_bench.teachers import obtain_teacher, teacher_path
 from cdkd_bench.training import fit
 
 TASKS = ("printed_to_handwritten", "printed_to_textured")

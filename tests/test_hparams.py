@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import pytest
 
+from cdkd_bench import Method
 from cdkd_bench.errors import UserError
 from cdkd_bench.hparams import build_hparams, canonical_recipe, parse_assignments, split_overrides
 from cdkd_plugins.methods.kd import KD
@@ -56,3 +60,42 @@ def test_canonical_recipe_sorts_and_validates(host) -> None:
         canonical_recipe("kd+kd", host.methods)
     with pytest.raises(UserError, match="malformed"):
         canonical_recipe("kd+", host.methods)
+
+
+class WithChoices(Method):
+    """A component whose hparam is a Literal."""
+
+    name = "with_choices"
+
+    @dataclass(frozen=True)
+    class Hparams:
+        mode: Literal["fast", "slow"] = field(default="fast", metadata={"search": ("fast", "slow")})
+        stage: Literal[-2, -1] = field(default=-1, metadata={"search": (-2, -1)})
+
+
+def test_literal_hparams_accept_their_values_from_the_command_line_and_the_grid_file() -> None:
+    typed = parse_assignments(["with_choices.mode=slow", "with_choices.stage=-2"])
+    hp = build_hparams(WithChoices, {"mode": typed["with_choices.mode"], "stage": typed["with_choices.stage"]})
+    assert (hp.mode, hp.stage) == ("slow", -2)
+    assert build_hparams(WithChoices, {"mode": "slow", "stage": -2}).stage == -2
+
+
+@pytest.mark.parametrize("field_name, value", [("mode", "medium"), ("stage", -3), ("stage", "-2")])
+def test_a_value_outside_a_literal_is_refused_with_the_choices(field_name: str, value: object) -> None:
+    with pytest.raises(UserError, match=f"hparam with_choices.{field_name} must be one of"):
+        build_hparams(WithChoices, {field_name: value})
+
+
+def test_type_errors_use_the_right_article() -> None:
+    with pytest.raises(UserError, match="must be an int, got 'x'"):
+        build_hparams(Counted, {"count": parse_assignments(["counted.count=x"])["counted.count"]})
+
+
+class Counted(Method):
+    """A component with an integer hparam."""
+
+    name = "counted"
+
+    @dataclass(frozen=True)
+    class Hparams:
+        count: int = field(default=1, metadata={"search": (1, 4)})

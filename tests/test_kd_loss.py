@@ -60,7 +60,7 @@ def _step(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> Step:
         Batch(x, None),
         0.0,
         lambda _: Outputs(student_logits, student_logits),
-        lambda _role: Outputs(teacher_logits, teacher_logits),
+        lambda _role, _view, _batch: Outputs(teacher_logits, teacher_logits),
     )
 
 

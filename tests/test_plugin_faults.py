@@ -166,5 +166,5 @@ def test_disabling_a_plugin_that_is_not_installed_is_said(monkeypatch: pytest.Mo
     monkeypatch.setenv("CDKD_BENCH_DISABLE_PLUGINS", "kdd,junk")
     assert main(["list", "methods"]) == 0
     err = capsys.readouterr().err
-    assert "CDKD_BENCH_DISABLE_PLUGINS names 'kdd', which is not an installed plugin; did you mean 'kd'?" in err
+    assert "CDKD_BENCH_DISABLE_PLUGINS names 'kdd', which is not an installed plugin; did you mean 'kd'" in err
     assert "CDKD_BENCH_DISABLE_PLUGINS names 'junk', which is not an installed plugin" in err

@@ -67,7 +67,7 @@ def case(case_id: str, argv: list[str], fragment: str, setup: Callable[[], None]
 case("suite-typo", run("--suite", "embeded"), "unknown suite 'embeded'; did you mean 'embedded'?")
 case("task-typo", run("--tasks", "textured_to_handwriten"), "unknown task of suite 'embedded' 'textured_to_handwriten'; did you mean")
 case("task-other-suite", run("--tasks", "office31.amazon_to_webcam"), "unknown task of suite 'embedded'")
-case("method-typo", run("--recipes", "kdd"), "unknown method 'kdd'; did you mean 'kd'?")
+case("method-typo", run("--recipes", "kdd"), "unknown method 'kdd'; did you mean 'kd'")
 case("method-in-combo", run("--recipes", "kd+dan"), "unknown method 'dan'")
 case("student-typo", run("--student", "resnet10_w8"), "unknown architecture 'resnet10_w8'; did you mean 'resnet10_w8_32px'")
 case("teacher-typo", run("--teacher", "resnet18_w16"), "unknown architecture 'resnet18_w16'")

@@ -6,7 +6,7 @@ import timm
 from torch import nn
 
 from cdkd_bench import UserError, hookimpl
-from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the 32px variants with timm
+from cdkd_plugins.architectures import small_resnets, small_vits  # noqa: F401 - register the 32px variants with timm
 
 
 @hookimpl(trylast=True)

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cdkd_bench import Executor, RunJob, hookimpl
+from cdkd_bench import Executor, Job, Ready, hookimpl, run_job
 
 
 class LocalExecutor(Executor):
     """One job at a time, in order, in the calling process (the default)."""
 
     name = "local"
+    default = True
 
-    def run(self, jobs: list[RunJob], on_result: Callable[[int, Mapping[str, Any]], None]) -> None:
+    def run(self, jobs: list[Job], on_result: Callable[[int, Mapping[str, Any]], None], ready: Ready | None = None) -> None:
         for index, job in enumerate(jobs):
-            on_result(index, job())
+            instead = ready(index) if ready is not None else None
+            on_result(index, instead if instead is not None else run_job(job))
 
 
 @hookimpl

@@ -13,4 +13,4 @@ def choose_last(history: list[Mapping[str, float]]) -> int:
 
 @hookimpl
 def cdkd_register_selectors(register):  # type: ignore[no-untyped-def]
-    register(Selector("last", choose_last, oracle=False, description="the checkpoint at the end of training"))
+    register(Selector("last", choose_last, oracle=False, description="the checkpoint at the end of training", default=True))

@@ -1,0 +1,93 @@
+"""Evaluating a student at a checkpoint: every number a selection rule or a table may need."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cdkd_bench.api import Method
+from cdkd_bench.data import Split
+from cdkd_bench.training import predict_outputs
+
+LABEL_FREE_IMAGES = 1024
+"""Label-free scores are estimated on this many target train images (the same ones at every checkpoint):
+an estimate is enough to rank checkpoints, and evaluating whole large splits at every checkpoint is not free."""
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Predicted classes for every image, in eval mode."""
+    return predict_outputs(model, x).logits.argmax(dim=1)
+
+
+def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Top-1 accuracy, balanced accuracy (mean recall over classes present) and per-class accuracy, in %."""
+    correct = (predictions == labels).float()
+    per_class: list[float | None] = []
+    for label in range(num_classes):
+        mask = labels == label
+        per_class.append(float(correct[mask].mean() * 100) if mask.any() else None)
+    present = [a for a in per_class if a is not None]
+    return {
+        "acc": float(correct.mean() * 100),
+        "balanced_acc": sum(present) / len(present),
+        "per_class_acc": per_class,
+    }
+
+
+def label_free_scores(logits: torch.Tensor) -> dict[str, float]:
+    """What label-free selection rules read on unlabelled target data.
+
+    ``entropy``: mean prediction entropy (lower is more confident). ``info_max``: the
+    information-maximisation score of SHOT (Liang et al. 2020), entropy of the mean
+    prediction minus the mean entropy (higher is better).
+    """
+    p = logits.float().softmax(dim=1)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean()
+    mean = p.mean(dim=0)
+    diversity = -(mean * mean.clamp_min(1e-12).log()).sum()
+    return {"entropy": float(entropy), "info_max": float(diversity - entropy)}
+
+
+def evaluate_checkpoint(
+    student: nn.Module,
+    components: Sequence[Method],
+    step: int,
+    source_val: Split,
+    target_train: Split,
+    target_test: Split,
+    teacher_target_predictions: torch.Tensor,
+    num_classes: int,
+) -> dict[str, Any]:
+    """The student's metrics at ``step`` (after each component's ``before_evaluation``, on a copy).
+
+    Target test labels are read here only to report; which checkpoint counts is decided
+    later by a selection rule, over every stored checkpoint.
+    """
+    evaluated = student
+    if any(type(c).before_evaluation is not Method.before_evaluation for c in components):
+        evaluated = copy.deepcopy(student)  # the hook may change BatchNorm statistics; training goes on unchanged
+        for component in components:
+            component.before_evaluation(evaluated, target_train.x)
+    target = predict_outputs(evaluated, target_test.x).logits.argmax(dim=1)
+    test = classification_metrics(target, target_test.y, num_classes)
+    unlabelled = label_free_scores(predict_outputs(evaluated, target_train.x[:LABEL_FREE_IMAGES]).logits)
+    return {
+        "step": step,
+        "source_val.acc": classification_metrics(predict(evaluated, source_val.x), source_val.y, num_classes)["acc"],
+        "target_test.acc": test["acc"],
+        "target_test.balanced_acc": test["balanced_acc"],
+        "target_test.per_class_acc": test["per_class_acc"],
+        "teacher_student_agreement": float((target == teacher_target_predictions).float().mean() * 100),
+        "target_train.entropy": unlabelled["entropy"],
+        "target_train.info_max": unlabelled["info_max"],
+    }
+
+
+def checkpoint_steps(total_steps: int, points: int) -> list[int]:
+    """``points`` evenly spaced step counts ending at ``total_steps`` (at least the last)."""
+    points = max(1, min(points, total_steps))
+    return sorted({round(total_steps * (i + 1) / points) for i in range(points)})

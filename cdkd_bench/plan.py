@@ -1,0 +1,146 @@
+"""A grid request → the run specs it implies, every name and combination checked before any training."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, TypeVar
+
+import torch
+
+from cdkd_bench.api import Method, MethodInfo, Suite
+from cdkd_bench.compute import default_threads, numerics, pick_device
+from cdkd_bench.errors import UserError, unknown_name
+from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
+from cdkd_bench.networks import network_info, supports_intermediates
+from cdkd_bench.plugins import Host
+from cdkd_bench.request import GridRequest
+from cdkd_bench.spec import RunSpec, TeacherSpec
+from cdkd_bench.teachers import check_teacher_recipe
+
+T = TypeVar("T")
+LABEL_REGIMES = ("uda",)
+DOMAIN_ROLES = ("source", "target")
+log = logging.getLogger("cdkd_bench")
+
+
+def expand(host: Host, request: GridRequest) -> list[RunSpec]:
+    """Every run the request implies, reference recipes included, in teacher-friendly order.
+
+    Everything that can be checked without training is checked here: names, hparams,
+    devices, and whether each recipe's components fit the chosen architectures and suite
+    (intermediate stages, views, at most one component owning the step).
+    """
+    suite = host.suite(request.suite or host.default("suite"))
+    tasks = _distinct("task", [host.task(suite, t) for t in request.tasks], lambda t: t.name) if request.tasks else list(suite.tasks)
+    budget_name = request.budget or suite.default_budget
+    if budget_name not in suite.budgets:
+        raise unknown_name(f"budget of suite {suite.name!r}", budget_name, suite.budgets)
+    budget = suite.budgets[budget_name]
+    if request.label_regime not in LABEL_REGIMES:
+        raise UserError(f"label regime {request.label_regime!r} is not supported yet; use one of {', '.join(LABEL_REGIMES)}")
+    host.selectors.get(request.selection or host.default("selection rule"))
+    host.executors.get(request.executor or host.default("executor"))
+    teacher_arch = request.teacher or suite.default_teacher
+    student_arch = request.student or suite.default_student
+    seeds = _distinct("seed", request.seeds, lambda s: s) if request.seeds is not None else list(suite.default_seeds)
+    if not seeds:
+        raise UserError("the grid has no seeds; give at least one, e.g. --seeds 0")
+    if not request.recipes and not suite.default_recipes:
+        raise UserError(f"suite {suite.name!r} declares no default recipes; name some with --recipes")
+    asked = _distinct("recipe", [canonical_recipe(r, host.methods) for r in (request.recipes or suite.default_recipes)], lambda r: r)
+    references = [e.name for e in host.methods if e.value.reference]
+    recipes = list(dict.fromkeys([*references, *asked]))
+    overrides = split_overrides(request.hparams, recipes, host.methods)
+    check_teacher_recipe(request.teacher_recipe)
+    # Every component's hparams in full, defaults included, so a changed default changes the hash.
+    resolved = {name: build_hparams(host.methods.get(name), overrides.get(name, {})) for recipe in recipes for name in recipe.split("+")}
+    _check_recipes_fit(host, suite, recipes, resolved, teacher_arch, student_arch)
+    resolved_hparams = {name: dataclasses.asdict(hparams) for name, hparams in resolved.items()}
+
+    augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
+    computed_as = numerics(pick_device(request.device), request.threads or default_threads())
+    specs = []
+    for seed in seeds:
+        for task in tasks:
+            teacher = TeacherSpec(
+                suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
+                arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
+                num_classes=suite.num_classes, image_size=suite.image_size, budget=budget_name,
+                steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
+                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=computed_as,
+            )
+            for recipe in recipes:
+                components = recipe.split("+")
+                specs.append(RunSpec(
+                    suite=suite.name, task=task.name, source=task.source, target=task.target,
+                    target_version=host.domains.get(task.target).version, teacher=teacher,
+                    student_arch=student_arch, recipe=recipe, hparams={name: resolved_hparams[name] for name in components},
+                    method_versions={n: host.methods.get(n).version for n in components},
+                    label_regime=request.label_regime, budget=budget_name,
+                    steps=budget.student_steps, batch_size=budget.batch_size, lr=budget.lr,
+                    weight_decay=budget.weight_decay, seed=seed, numerics=computed_as,
+                    eval_points=budget.eval_points, backbone_lr_mult=budget.backbone_lr_mult,
+                ))
+    return specs
+
+
+def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: dict[str, Any], teacher_arch: str, student_arch: str) -> None:
+    """Refuse, before any training, a recipe whose components cannot work with these networks or this suite."""
+    cpu = torch.device("cpu")
+    archs = {"teacher": teacher_arch, "student": student_arch}
+    nets = {role: host.architecture(arch, suite.num_classes) for role, arch in archs.items()}  # typos fail here, with suggestions
+    shapes = {role: network_info(nets[role], arch, suite.image_size, cpu) for role, arch in archs.items()}
+    info = MethodInfo(num_classes=suite.num_classes, student_features=shapes["student"].num_features,
+                      teacher_features=shapes["teacher"].num_features, total_steps=1, student=shapes["student"],
+                      teacher=shapes["teacher"], split_sizes={"source": 1, "target": 1}, image_size=suite.image_size)
+    built: dict[str, Method] = {}
+    for recipe in recipes:
+        names = recipe.split("+")
+        owners = [n for n in names if host.methods.get(n).owns_step]
+        if len(owners) > 1:
+            raise UserError(f"recipe {recipe!r} has two components that own the training step ({' and '.join(owners)}); "
+                            "combine at most one of them with others")
+        for name in names:
+            if name not in built:
+                try:
+                    built[name] = host.methods.get(name)(hparams[name], info)
+                except (ValueError, TypeError) as exc:
+                    raise UserError(f"component {name!r} cannot work with teacher {teacher_arch!r} and student {student_arch!r}: "
+                                    f"{exc}") from None
+            _check_component_fits(built[name], suite, nets, shapes)
+
+
+def _check_component_fits(component: Method, suite: Suite, nets: dict[str, Any], shapes: dict[str, Any]) -> None:
+    name = component.name
+    for role in ("student", "teacher") if component.needs_teacher else ("student",):
+        if not component.intermediates:
+            break
+        arch, count = shapes[role].arch, len(shapes[role].stages)
+        if not supports_intermediates(nets[role]):
+            raise UserError(f"component {name!r} reads intermediate feature maps, which architecture {arch!r} cannot give "
+                            "(it has no timm forward_intermediates / feature_info); choose a timm architecture that has them")
+        for stage in component.intermediates:
+            if not -count <= stage < count:
+                raise UserError(f"component {name!r} asks for stage {stage} of architecture {arch!r}, which has {count} stages "
+                                f"(use {-count} to {count - 1})")
+    for domain, views in component.views.items():
+        if domain not in DOMAIN_ROLES:
+            raise UserError(f"component {name!r} declares views for {domain!r}; views are declared for 'source' or 'target'")
+        for view in views:
+            if view not in suite.views:
+                known = ", ".join(sorted(suite.views)) or "none"
+                raise UserError(f"component {name!r} reads view {view!r}, which suite {suite.name!r} does not define (it defines: {known})")
+
+
+def _distinct(kind: str, items: Iterable[T], key: Callable[[T], Hashable]) -> list[T]:
+    """Items in order with repeats dropped; a repeat is said, since it usually is a slip."""
+    seen: dict[Hashable, T] = {}
+    for item in items:
+        if key(item) in seen:
+            log.warning("%s %s is listed more than once; it runs once", kind, key(item))
+        seen.setdefault(key(item), item)
+    return list(seen.values())
+
+

@@ -1,0 +1,25 @@
+"""Where runs keep their caches and what they compute on: settings that are not part of a run's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdkd_bench.compute import default_threads
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Plain data, so a job (spec + settings) can be sent to another process as it is."""
+
+    cache_dir: Path
+    data_root: Path | None = None
+    device: str = "auto"
+    threads: int | None = None
+    """CPU threads per run; None: ``CDKD_BENCH_THREADS`` or every core (see compute.default_threads)."""
+    show_progress: bool = False
+    command: str = ""
+    """The command line that started the grid, recorded in each run's provenance ("" when not from the CLI)."""
+
+    def resolved_threads(self) -> int:
+        return self.threads if self.threads is not None else default_threads()

@@ -1,0 +1,19 @@
+"""What the distillation components share: which batches a term is computed on."""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any
+
+DOMAINS: dict[str, tuple[str, ...]] = {"both": ("source", "target"), "source": ("source",), "target": ("target",)}
+"""Under `uda` the target batch is unlabelled: distilling there is how the student learns the target domain."""
+
+
+def domains_field(default: str = "both") -> Any:
+    """The ``domains`` hparam every distillation component has: source, target or both batches."""
+    return field(default=default, metadata={"search": tuple(DOMAINS)})
+
+
+def check_domains(value: str) -> None:
+    if value not in DOMAINS:
+        raise ValueError(f"domains must be one of {', '.join(DOMAINS)}, got {value!r}")
