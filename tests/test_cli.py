@@ -18,6 +18,7 @@ def test_run_end_to_end_then_resume(cache_dir: Path, capsys: pytest.CaptureFixtu
     for row in ("teacher `resnet18_w16_32px`", "source_only (student on source only)", "| kd |", "target_oracle"):
         assert row in board
     assert "(n=2)" in board
+    assert "Produced by: `cdkd-bench run --budget smoke --tasks textured_to_handwritten --seeds 0,1 --no-progress`." in board
 
     assert main(SMOKE) == 0
     _, err = capsys.readouterr()

@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import timm
 import torch
+from distillation_helpers import assert_rejects_hparams, fixed_step, hparam_defaults, student_only_step
 
-from cdkd_bench import Batch, MethodInfo, Outputs, Step
-from cdkd_bench.networks import network_info
-from cdkd_bench.testing import check_method, make_step
-from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the small ResNets with timm
+from cdkd_bench import MethodInfo
+from cdkd_bench.testing import check_method
 from cdkd_plugins.methods.dist import DIST, dist_loss, dist_terms, inter_class_relation, intra_class_relation
 
 STUDENT = [[2.0, 0.5, -1.0, 0.3], [0.1, 0.2, 0.3, -0.4], [-1.0, 1.5, 0.0, 2.5]]
@@ -110,15 +108,8 @@ def test_dist_unlike_kd_does_not_need_matching_probabilities() -> None:
 
 
 def test_dist_component_applies_weights_on_both_domains() -> None:
-    x = torch.zeros(3, 3, 4, 4)
     student = _t(STUDENT).float().requires_grad_(True)
-    step = Step(
-        Batch(x, torch.zeros(3, dtype=torch.long)),
-        Batch(x, None),
-        0.5,
-        lambda _: Outputs(student, student),
-        lambda *_: Outputs(_t(TEACHER).float(), _t(TEACHER).float()),
-    )
+    step = fixed_step(student, _t(TEACHER).float())
     info = MethodInfo(num_classes=4, student_features=4, teacher_features=4, total_steps=10)
     terms = DIST(DIST.Hparams(weight=0.5, beta=2.0, gamma=3.0, temperature=2.0), info).loss(step)
     assert set(terms) == {"inter_source", "intra_source", "inter_target", "intra_target"}
@@ -142,28 +133,7 @@ def test_dist_is_finite_for_a_single_example_batch() -> None:
 
 
 def test_gradients_reach_the_student_and_never_the_teacher() -> None:
-    torch.manual_seed(0)
-    student = timm.create_model("resnet10_w8_32px", num_classes=10)
-    teacher = timm.create_model("resnet18_w16_32px", num_classes=10).eval()
-    info = MethodInfo(
-        num_classes=10,
-        student_features=0,
-        teacher_features=0,
-        total_steps=100,
-        student=network_info(student, "resnet10_w8_32px", 32, torch.device("cpu")),
-        teacher=network_info(teacher, "resnet18_w16_32px", 32, torch.device("cpu")),
-        split_sizes={"source": 6, "target": 6},
-        image_size=32,
-    )
-    component = DIST(DIST.Hparams(), info)
-    source = Batch(torch.randn(6, 3, 32, 32), torch.arange(6) % 10, torch.arange(6))
-    target = Batch(torch.randn(6, 3, 32, 32), None, torch.arange(6))
-    terms = component.loss(make_step(student, teacher, source, target, stages=component.intermediates))
-    total = sum(terms.values())
-    assert torch.isfinite(total) and total.item() > 0
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert all(p.grad is None for p in teacher.parameters()), "a gradient reached the teacher"
+    assert set(student_only_step(DIST)) == {"inter_source", "intra_source", "inter_target", "intra_target"}
 
 
 def test_dist_conforms_to_the_kit() -> None:
@@ -172,14 +142,12 @@ def test_dist_conforms_to_the_kit() -> None:
 
 
 def test_dist_defaults() -> None:
-    hp = DIST.Hparams()
-    assert (hp.weight, hp.beta, hp.gamma, hp.temperature, hp.domains) == (1.0, 1.0, 1.0, 1.0, "both")
+    assert hparam_defaults(DIST, "weight", "beta", "gamma", "temperature", "domains") == (1.0, 1.0, 1.0, 1.0, "both")
 
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"beta": -0.5}, {"gamma": -0.5}, {"temperature": 0.0}, {"domains": "all"}])
 def test_dist_rejects_invalid_hparams(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        DIST.Hparams(**bad)
+    assert_rejects_hparams(DIST, bad)
 
 
 def test_numpy_reference_agrees_with_numpy_corrcoef() -> None:

@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import timm
 import torch
+from distillation_helpers import assert_rejects_hparams, fixed_step, hparam_defaults, student_only_step
 
-from cdkd_bench import Batch, MethodInfo, Outputs, Step
-from cdkd_bench.networks import network_info
-from cdkd_bench.testing import check_method, make_step
-from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the small ResNets with timm
+from cdkd_bench import MethodInfo
+from cdkd_bench.testing import check_method
 from cdkd_plugins.methods.dkd import DKD, dkd_loss, nckd, tckd, warmup_factor
 
 STUDENT = [[2.0, 0.5, -1.0, 0.3], [0.1, 0.2, 0.3, -0.4], [-1.0, 1.5, 0.0, 2.5]]
@@ -114,18 +112,10 @@ def test_dkd_stays_finite_for_a_certain_teacher() -> None:
 
 
 def test_dkd_component_uses_labels_on_source_and_teacher_argmax_on_target() -> None:
-    source_x, target_x = torch.zeros(3, 3, 4, 4), torch.ones(3, 3, 4, 4)
     student = _t(STUDENT).float().requires_grad_(True)
     target_student = _t(list(reversed(STUDENT))).float()
     teacher, target_teacher = _t(TEACHER).float(), _t(list(reversed(TEACHER))).float()
-    logits = {id(source_x): (student, teacher), id(target_x): (target_student, target_teacher)}
-    step = Step(
-        Batch(source_x, torch.tensor(LABELS)),
-        Batch(target_x, None),
-        0.5,
-        lambda x: Outputs(logits[id(x)][0], logits[id(x)][0]),
-        lambda _domain, _view, b: Outputs(logits[id(b.x)][1], logits[id(b.x)][1]),
-    )
+    step = fixed_step(student, teacher, labels=LABELS, target_student=target_student, target_teacher=target_teacher)
     info = MethodInfo(num_classes=4, student_features=4, teacher_features=4, total_steps=10)
     hp = DKD.Hparams(weight=0.5, alpha=2.0, beta=3.0, temperature=2.0, warmup=0.0)
     terms = DKD(hp, info).loss(step)
@@ -147,14 +137,7 @@ def test_dkd_component_uses_labels_on_source_and_teacher_argmax_on_target() -> N
 )
 def test_warmup_ramps_the_loss_linearly(progress: float, warmup: float, factor: float) -> None:
     assert warmup_factor(progress, warmup) == pytest.approx(factor)
-    x = torch.zeros(3, 3, 4, 4)
-    step = Step(
-        Batch(x, torch.tensor(LABELS)),
-        Batch(x, None),
-        progress,
-        lambda _: Outputs(_t(STUDENT).float(), _t(STUDENT).float()),
-        lambda *_: Outputs(_t(TEACHER).float(), _t(TEACHER).float()),
-    )
+    step = fixed_step(_t(STUDENT).float(), _t(TEACHER).float(), labels=LABELS, progress=progress)
     info = MethodInfo(num_classes=4, student_features=4, teacher_features=4, total_steps=10)
     terms = DKD(DKD.Hparams(warmup=warmup, domains="source"), info).loss(step)
     full = numpy_mean(numpy_tckd_row, STUDENT, TEACHER, LABELS, 4.0) + 8.0 * numpy_mean(numpy_nckd_row, STUDENT, TEACHER, LABELS, 4.0)
@@ -162,28 +145,7 @@ def test_warmup_ramps_the_loss_linearly(progress: float, warmup: float, factor: 
 
 
 def test_gradients_reach_the_student_and_never_the_teacher() -> None:
-    torch.manual_seed(0)
-    student = timm.create_model("resnet10_w8_32px", num_classes=10)
-    teacher = timm.create_model("resnet18_w16_32px", num_classes=10).eval()
-    info = MethodInfo(
-        num_classes=10,
-        student_features=0,
-        teacher_features=0,
-        total_steps=100,
-        student=network_info(student, "resnet10_w8_32px", 32, torch.device("cpu")),
-        teacher=network_info(teacher, "resnet18_w16_32px", 32, torch.device("cpu")),
-        split_sizes={"source": 6, "target": 6},
-        image_size=32,
-    )
-    component = DKD(DKD.Hparams(), info)
-    source = Batch(torch.randn(6, 3, 32, 32), torch.arange(6) % 10, torch.arange(6))
-    target = Batch(torch.randn(6, 3, 32, 32), None, torch.arange(6))
-    terms = component.loss(make_step(student, teacher, source, target, stages=component.intermediates))
-    total = sum(terms.values())
-    assert torch.isfinite(total) and total.item() > 0
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert all(p.grad is None for p in teacher.parameters()), "a gradient reached the teacher"
+    assert set(student_only_step(DKD)) == {"tckd_source", "nckd_source", "tckd_target", "nckd_target"}
 
 
 def test_dkd_conforms_to_the_kit() -> None:
@@ -192,17 +154,15 @@ def test_dkd_conforms_to_the_kit() -> None:
 
 
 def test_dkd_defaults_are_the_papers() -> None:
-    hp = DKD.Hparams()
-    assert (hp.alpha, hp.beta, hp.temperature, hp.domains) == (1.0, 8.0, 4.0, "both")
-    assert hp.warmup == pytest.approx(20 / 240)
+    assert hparam_defaults(DKD, "alpha", "beta", "temperature", "domains") == (1.0, 8.0, 4.0, "both")
+    assert DKD.Hparams().warmup == pytest.approx(20 / 240)
 
 
 @pytest.mark.parametrize(
     "bad", [{"weight": -1.0}, {"alpha": -0.1}, {"beta": -1.0}, {"temperature": 0.0}, {"warmup": -0.1}, {"warmup": 1.0}, {"domains": "all"}]
 )
 def test_dkd_rejects_invalid_hparams(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        DKD.Hparams(**bad)
+    assert_rejects_hparams(DKD, bad)
 
 
 def test_dkd_needs_two_classes() -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import timm
 import torch
+from distillation_helpers import (
+    VIT_STUDENT,
+    assert_only_the_student_learns,
+    assert_rejects_hparams,
+    batches,
+    fixed_step,
+    hparam_defaults,
+    real_pair,
+    search_spaces,
+)
 
-from cdkd_bench import Batch, MethodInfo, Outputs, Step
+from cdkd_bench import MethodInfo, Outputs, Step
 from cdkd_bench.api import NetworkInfo, StageInfo
-from cdkd_bench.networks import network_info
 from cdkd_bench.testing import make_step
-from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the small ResNets with timm
 from cdkd_plugins.methods.fitnet import FitNet, hint_loss, match_spatial
 
 RNG = np.random.default_rng(0)
@@ -50,14 +55,12 @@ def _info(student_channels: int, teacher_channels: int) -> MethodInfo:
 
 def _fixed_step(student_map: torch.Tensor, teacher_map: torch.Tensor) -> Step:
     """A step whose networks return fixed stage maps (stage -2 of 3 = index 1), so only the arithmetic is tested."""
-    x = torch.zeros(len(student_map), 3, 4, 4)
     logits = torch.zeros(len(student_map), 3)
 
     def outputs(stage_map: torch.Tensor) -> Outputs:
         return Outputs(logits, logits, intermediates={1: stage_map}, num_stages=3)
 
-    return Step(Batch(x, torch.zeros(len(x), dtype=torch.long)), Batch(x, None), 0.0,
-                lambda _x: outputs(student_map), lambda _domain, _view, _batch: outputs(teacher_map))
+    return fixed_step(outputs(student_map), outputs(teacher_map))
 
 
 def _fitnet_with_known_regressor(**hparams) -> FitNet:
@@ -122,8 +125,8 @@ def test_component_is_zero_when_the_regressed_student_hits_the_hint() -> None:
 
 def test_defaults_and_search_space() -> None:
     hp = FitNet.Hparams()
-    assert (hp.weight, hp.stage, hp.domains) == (100.0, -2, "both")
-    spaces = {name: f.metadata["search"] for name, f in FitNet.Hparams.__dataclass_fields__.items()}
+    assert hparam_defaults(FitNet, "weight", "stage", "domains") == (100.0, -2, "both")
+    spaces = search_spaces(FitNet)
     assert spaces["stage"] == (-3, -2, -1) and hp.stage in spaces["stage"]
     low, high, scale = spaces["weight"]
     assert scale == "log" and 0 < low <= hp.weight <= high
@@ -132,8 +135,7 @@ def test_defaults_and_search_space() -> None:
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"domains": "all"}, {"stage": 1.5}, {"stage": True}])
 def test_rejects_invalid_hparams(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        FitNet.Hparams(**bad)
+    assert_rejects_hparams(FitNet, bad)
 
 
 def test_rejects_a_stage_that_one_network_lacks_and_missing_network_info() -> None:
@@ -146,43 +148,15 @@ def test_rejects_a_stage_that_one_network_lacks_and_missing_network_info() -> No
 # --------------------------------------------------------------------------- real networks
 
 
-def _real_info(student: torch.nn.Module, student_arch: str, teacher: torch.nn.Module, teacher_arch: str) -> MethodInfo:
-    cpu = torch.device("cpu")
-    s, t = network_info(student, student_arch, 32, cpu), network_info(teacher, teacher_arch, 32, cpu)
-    return MethodInfo(num_classes=10, student_features=s.num_features, teacher_features=t.num_features,
-                      total_steps=10, student=s, teacher=t, split_sizes={"source": 8, "target": 8}, image_size=32)
-
-
-def _batches(n: int = 4) -> tuple[Batch, Batch]:
-    g = torch.Generator().manual_seed(0)
-    source = Batch(torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % 10, torch.arange(n))
-    target = Batch(torch.randn(n, 3, 32, 32, generator=g), None, torch.arange(n))
-    return source, target
-
-
-@pytest.fixture(scope="module")
-def teacher() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet18_w16_32px", num_classes=10)
-
-
 def _check_gradients(student: torch.nn.Module, teacher: torch.nn.Module, fitnet: FitNet) -> None:
-    for p in teacher.parameters():
-        p.grad = None
-    terms = fitnet.loss(make_step(student, teacher, *_batches(), stages=fitnet.intermediates))
+    terms = fitnet.loss(make_step(student, teacher, *batches(4), stages=fitnet.intermediates))
     assert set(terms) == {"fitnet_source", "fitnet_target"}
-    assert all(v.dim() == 0 and math.isfinite(v.item()) and v.item() > 0 for v in terms.values())
-    sum(terms.values()).backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert fitnet.regressor.weight.grad is not None and fitnet.regressor.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in teacher.parameters())
+    assert_only_the_student_learns(terms, student, teacher, extra_modules=(fitnet.regressor,))
 
 
 @pytest.mark.parametrize("stage", [-3, -2, -1])
-def test_gradients_reach_the_student_and_regressor_never_the_teacher(teacher: torch.nn.Module, stage: int) -> None:
-    torch.manual_seed(1)
-    student = timm.create_model("resnet10_w8_32px", num_classes=10)
-    info = _real_info(student, "resnet10_w8_32px", teacher, "resnet18_w16_32px")
+def test_gradients_reach_the_student_and_regressor_never_the_teacher(stage: int) -> None:
+    student, teacher, info = real_pair()
     fitnet = FitNet(FitNet.Hparams(stage=stage), info)
     assert fitnet.intermediates == (stage,)
     assert fitnet.regressor.in_channels == info.student.stage(stage).channels
@@ -191,10 +165,8 @@ def test_gradients_reach_the_student_and_regressor_never_the_teacher(teacher: to
     _check_gradients(student, teacher, fitnet)
 
 
-def test_vit_student_with_resnet_teacher(teacher: torch.nn.Module) -> None:
-    torch.manual_seed(2)
-    student = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
-    info = _real_info(student, "vit_tiny_patch16_224", teacher, "resnet18_w16_32px")
+def test_vit_student_with_resnet_teacher() -> None:
+    student, teacher, info = real_pair(VIT_STUDENT)
     fitnet = FitNet(FitNet.Hparams(), info)
     assert (fitnet.regressor.in_channels, fitnet.regressor.out_channels) == (192, 64)  # 8x8 tokens -> 4x4 hint
     _check_gradients(student, teacher, fitnet)

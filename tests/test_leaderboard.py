@@ -127,3 +127,28 @@ def test_runs_with_other_numerics_never_share_a_table(host, tmp_path: Path) -> N
             _record(store, spec, 50.0 + threads)
     tables = build_tables(store.runs(), host)
     assert sorted(t.protocol.numerics for t in tables) == ["cpu fp32 1 thread", "cpu fp32 2 threads"]
+
+
+def test_two_configurations_of_one_recipe_are_two_rows_never_one_merged_cell(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    for temperature, accuracy in ((4.0, 60.0), (2.0, 70.0)):
+        request = GridRequest(tasks=TASKS, recipes=("kd",), seeds=(0,), budget="smoke", hparams={"kd.temperature": temperature})
+        for spec in expand(host, request):
+            if spec.recipe == "kd":
+                _record(store, spec, accuracy)
+    rows = {row.name: row for row in build_tables(store.runs(), host)[0].rows}
+    assert {"kd [kd.temperature=4.0]", "kd [kd.temperature=2.0]"} <= set(rows)
+    assert rows["kd [kd.temperature=2.0]"].values[f"embedded.{TASKS[0]}"] == {0: 70.0}
+    assert rows["kd [kd.temperature=4.0]"].values[f"embedded.{TASKS[0]}"] == {0: 60.0}
+
+
+def test_budgets_that_share_a_name_but_not_their_numbers_never_share_a_table(host, tmp_path: Path) -> None:
+    import dataclasses
+
+    from cdkd_bench.store import StoredRun
+
+    spec = next(s for s in expand(host, GridRequest(tasks=TASKS[:1], recipes=("kd",), seeds=(0,), budget="smoke")) if s.recipe == "kd")
+    longer = dataclasses.replace(spec, steps=spec.steps * 2)
+    metrics = {"target_test.acc": 50.0, "teacher.target_test.acc": 80.0, "teacher.source_val.acc": 99.0}
+    runs = [StoredRun(s.run_id, "done", s, metrics, {}, {}, None, "") for s in (spec, longer)]
+    assert len(build_tables(runs, host)) == 2

@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import timm
 import torch
+from distillation_helpers import assert_rejects_hparams, fixed_step, hparam_defaults, student_only_step
 
-from cdkd_bench import Batch, MethodInfo, Outputs, Step
-from cdkd_bench.networks import network_info
-from cdkd_bench.testing import check_method, make_step
-from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the small ResNets with timm
+from cdkd_bench import MethodInfo
+from cdkd_bench.testing import check_method
 from cdkd_plugins.methods.nkd import NKD, nkd_loss, nkd_terms
 
 STUDENT = [[2.0, 0.5, -1.0, 0.3], [0.1, 0.2, 0.3, -0.4], [-1.0, 1.5, 0.0, 2.5]]
@@ -99,17 +97,9 @@ def test_the_target_part_ignores_non_target_temperature_and_gamma() -> None:
 
 
 def test_nkd_component_uses_labels_on_source_and_teacher_argmax_on_target() -> None:
-    source_x, target_x = torch.zeros(3, 3, 4, 4), torch.ones(3, 3, 4, 4)
     student = torch.tensor(STUDENT, requires_grad=True)
     rev_s, rev_t = list(reversed(STUDENT)), list(reversed(TEACHER))
-    logits = {id(source_x): (student, torch.tensor(TEACHER)), id(target_x): (torch.tensor(rev_s), torch.tensor(rev_t))}
-    step = Step(
-        Batch(source_x, torch.tensor(LABELS)),
-        Batch(target_x, None),
-        0.5,
-        lambda x: Outputs(logits[id(x)][0], logits[id(x)][0]),
-        lambda _domain, _view, b: Outputs(logits[id(b.x)][1], logits[id(b.x)][1]),
-    )
+    step = fixed_step(student, torch.tensor(TEACHER), labels=LABELS, target_student=torch.tensor(rev_s), target_teacher=torch.tensor(rev_t))
     info = MethodInfo(num_classes=4, student_features=4, teacher_features=4, total_steps=10)
     terms = NKD(NKD.Hparams(weight=0.5, gamma=2.0, temperature=3.0), info).loss(step)
     assert set(terms) == {"target_source", "nontarget_source", "target_target", "nontarget_target"}
@@ -126,28 +116,7 @@ def test_nkd_component_uses_labels_on_source_and_teacher_argmax_on_target() -> N
 
 
 def test_gradients_reach_the_student_and_never_the_teacher() -> None:
-    torch.manual_seed(0)
-    student = timm.create_model("resnet10_w8_32px", num_classes=10)
-    teacher = timm.create_model("resnet18_w16_32px", num_classes=10).eval()
-    info = MethodInfo(
-        num_classes=10,
-        student_features=0,
-        teacher_features=0,
-        total_steps=100,
-        student=network_info(student, "resnet10_w8_32px", 32, torch.device("cpu")),
-        teacher=network_info(teacher, "resnet18_w16_32px", 32, torch.device("cpu")),
-        split_sizes={"source": 6, "target": 6},
-        image_size=32,
-    )
-    component = NKD(NKD.Hparams(), info)
-    source = Batch(torch.randn(6, 3, 32, 32), torch.arange(6) % 10, torch.arange(6))
-    target = Batch(torch.randn(6, 3, 32, 32), None, torch.arange(6))
-    terms = component.loss(make_step(student, teacher, source, target, stages=component.intermediates))
-    total = sum(terms.values())
-    assert torch.isfinite(total) and total.item() > 0
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert all(p.grad is None for p in teacher.parameters()), "a gradient reached the teacher"
+    assert set(student_only_step(NKD)) == {"target_source", "nontarget_source", "target_target", "nontarget_target"}
 
 
 def test_nkd_conforms_to_the_kit() -> None:
@@ -155,14 +124,12 @@ def test_nkd_conforms_to_the_kit() -> None:
 
 
 def test_nkd_defaults_are_the_papers() -> None:
-    hp = NKD.Hparams()
-    assert (hp.weight, hp.gamma, hp.temperature, hp.domains) == (1.0, 1.5, 1.0, "both")
+    assert hparam_defaults(NKD, "weight", "gamma", "temperature", "domains") == (1.0, 1.5, 1.0, "both")
 
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"gamma": -0.5}, {"temperature": 0.0}, {"domains": "all"}])
 def test_nkd_rejects_invalid_hparams(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        NKD.Hparams(**bad)
+    assert_rejects_hparams(NKD, bad)
 
 
 def test_nkd_needs_two_classes() -> None:

@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import timm
 import torch
+from distillation_helpers import VIT_STUDENT, assert_rejects_hparams, fixed_step, student_only_step
 
-from cdkd_bench import Batch, MethodInfo, Outputs, Step
-from cdkd_bench.networks import network_info
-from cdkd_bench.testing import check_method, make_step
-from cdkd_plugins.architectures import small_resnets  # noqa: F401  (registers the small ResNets with timm)
+from cdkd_bench import MethodInfo
+from cdkd_bench.testing import check_method
 from cdkd_plugins.methods.pkt import PKT, pkt_loss
 
 STUDENT = [[1.0, 0.5, -0.2], [0.3, -1.0, 0.8], [-0.5, 0.2, 0.1], [0.9, 0.9, 0.4]]
@@ -95,10 +93,7 @@ def test_pkt_is_not_symmetric_so_argument_order_is_checked() -> None:
 
 def test_pkt_component_applies_weight_and_covers_domains() -> None:
     student = torch.tensor(STUDENT, requires_grad=True)
-    teacher = torch.tensor(TEACHER)
-    x = torch.zeros(4, 3, 4, 4)
-    step = Step(Batch(x, torch.zeros(4, dtype=torch.long)), Batch(x, None), 0.0,
-                lambda _: Outputs(student, student), lambda *_: Outputs(teacher, teacher))
+    step = fixed_step(student, torch.tensor(TEACHER))
     info = MethodInfo(num_classes=3, student_features=3, teacher_features=5, total_steps=1)
     terms = PKT(PKT.Hparams(weight=2.5), info).loss(step)
     assert set(terms) == {"pkt_source", "pkt_target"}
@@ -110,40 +105,12 @@ def test_pkt_component_applies_weight_and_covers_domains() -> None:
     assert list(only_target) == ["pkt_target"]
 
 
-def _run(student: torch.nn.Module, teacher: torch.nn.Module, student_arch: str) -> dict[str, torch.Tensor]:
-    torch.manual_seed(1)
-    info = MethodInfo(
-        num_classes=10, student_features=0, teacher_features=0, total_steps=1,
-        student=network_info(student, student_arch, 32, torch.device("cpu")),
-        teacher=network_info(teacher, "resnet18_w16_32px", 32, torch.device("cpu")),
-        split_sizes={"source": 6, "target": 6}, image_size=32,
-    )
-    component = PKT(PKT.Hparams(), info)
-    source = Batch(torch.randn(6, 3, 32, 32), torch.arange(6) % 10, torch.arange(6))
-    target = Batch(torch.randn(6, 3, 32, 32), None, torch.arange(6))
-    step = make_step(student, teacher, source, target, stages=component.intermediates)
-    terms = component.loss(step)
-    assert set(terms) == {"pkt_source", "pkt_target"}
-    total = sum(terms.values())
-    assert torch.isfinite(total) and total.item() > 0
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert all(p.grad is None for p in teacher.parameters()), "a gradient reached the teacher"
-    return terms
-
-
 def test_gradients_reach_the_student_and_never_the_teacher() -> None:
-    torch.manual_seed(0)
-    student = timm.create_model("resnet10_w8_32px", num_classes=10)
-    teacher = timm.create_model("resnet18_w16_32px", num_classes=10).eval()
-    _run(student, teacher, "resnet10_w8_32px")
+    assert set(student_only_step(PKT)) == {"pkt_source", "pkt_target"}
 
 
 def test_heterogeneous_vit_student_with_resnet_teacher() -> None:
-    torch.manual_seed(0)
-    student = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
-    teacher = timm.create_model("resnet18_w16_32px", num_classes=10).eval()
-    _run(student, teacher, "vit_tiny_patch16_224")
+    assert set(student_only_step(PKT, student_arch=VIT_STUDENT)) == {"pkt_source", "pkt_target"}
 
 
 def test_pkt_conforms_to_the_kit() -> None:
@@ -153,5 +120,4 @@ def test_pkt_conforms_to_the_kit() -> None:
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"domains": "all"}])
 def test_pkt_rejects_invalid_hparams(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        PKT.Hparams(**bad)
+    assert_rejects_hparams(PKT, bad)

@@ -6,12 +6,10 @@ import math
 
 import numpy as np
 import pytest
-import timm
 import torch
+from distillation_helpers import VIT_STUDENT, assert_rejects_hparams, fixed_step, hparam_defaults, search_spaces, student_only_step
 
-from cdkd_bench import Batch, MethodInfo, Outputs, Step
-from cdkd_bench.testing import make_step
-from cdkd_plugins.architectures import small_resnets  # noqa: F401 - registers the small ResNets with timm
+from cdkd_bench import MethodInfo, Outputs, Step
 from cdkd_plugins.methods.sp import SP, similarity_matrix, sp_loss
 
 RNG = np.random.default_rng(0)
@@ -85,14 +83,12 @@ def test_loss_refuses_different_batch_sizes() -> None:
 
 def _fixed_step(student_map: np.ndarray, teacher_map: np.ndarray) -> Step:
     """A step whose networks return fixed maps for their last stage (index 3 of 4)."""
-    x = torch.zeros(len(student_map), 3, 4, 4)
     logits = torch.zeros(len(student_map), 10)
 
     def outputs(m: np.ndarray) -> Outputs:
         return Outputs(logits, logits, intermediates={3: tensor(m)}, num_stages=4)
 
-    return Step(Batch(x, torch.zeros(len(x), dtype=torch.long)), Batch(x, None), 0.0,
-                lambda _x: outputs(student_map), lambda _domain, _view, _batch: outputs(teacher_map))
+    return fixed_step(outputs(student_map), outputs(teacher_map))
 
 
 @pytest.mark.parametrize("weight", [3000.0, 1.0])
@@ -106,10 +102,9 @@ def test_component_applies_the_weight_on_both_domains(weight: float) -> None:
 
 def test_component_target_only_and_defaults() -> None:
     assert SP.intermediates == (-1,)
-    hp = SP.Hparams()
-    assert (hp.weight, hp.domains) == (3000.0, "both")
-    low, high, scale = SP.Hparams.__dataclass_fields__["weight"].metadata["search"]
-    assert scale == "log" and low <= hp.weight <= high
+    assert hparam_defaults(SP, "weight", "domains") == (3000.0, "both")
+    low, high, scale = search_spaces(SP)["weight"]
+    assert scale == "log" and low <= SP.Hparams().weight <= high
     info = MethodInfo(num_classes=10, student_features=3, teacher_features=5, total_steps=1)
     terms = SP(SP.Hparams(domains="target"), info).loss(_fixed_step(STUDENT_MAP, TEACHER_MAP))
     assert list(terms) == ["sp_target"]
@@ -117,42 +112,16 @@ def test_component_target_only_and_defaults() -> None:
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"domains": "all"}])
 def test_rejects_invalid_hparams(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        SP.Hparams(**bad)
+    assert_rejects_hparams(SP, bad)
 
 
 # --------------------------------------------------------------------------- real networks
 
 
-def _batches(n: int = 4) -> tuple[Batch, Batch]:
-    g = torch.Generator().manual_seed(0)
-    source = Batch(torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % 10, torch.arange(n))
-    target = Batch(torch.randn(n, 3, 32, 32, generator=g), None, torch.arange(n))
-    return source, target
+def test_gradients_reach_the_student_never_the_teacher() -> None:
+    assert set(student_only_step(SP)) == {"sp_source", "sp_target"}
 
 
-@pytest.fixture(scope="module")
-def teacher() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet18_w16_32px", num_classes=10)
-
-
-def _check_gradients(student: torch.nn.Module, teacher: torch.nn.Module) -> None:
-    sp = SP(SP.Hparams(), MethodInfo(num_classes=10, student_features=1, teacher_features=1, total_steps=10))
-    terms = sp.loss(make_step(student, teacher, *_batches(), stages=sp.intermediates))
-    assert set(terms) == {"sp_source", "sp_target"}
-    assert all(v.dim() == 0 and math.isfinite(v.item()) and v.item() > 0 for v in terms.values())
-    sum(terms.values()).backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert all(p.grad is None for p in teacher.parameters())
-
-
-def test_gradients_reach_the_student_never_the_teacher(teacher: torch.nn.Module) -> None:
-    torch.manual_seed(1)
-    _check_gradients(timm.create_model("resnet10_w8_32px", num_classes=10), teacher)
-
-
-def test_vit_student_with_resnet_teacher(teacher: torch.nn.Module) -> None:
+def test_vit_student_with_resnet_teacher() -> None:
     # The student's last stage is 192 x 8 x 8 tokens, the teacher's 128 x 2 x 2: G is b x b for both.
-    torch.manual_seed(2)
-    _check_gradients(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10), teacher)
+    assert set(student_only_step(SP, student_arch=VIT_STUDENT)) == {"sp_source", "sp_target"}

@@ -52,3 +52,14 @@ def test_a_grid_runs_on_the_gpu(host, cache_dir: Path) -> None:
     assert summary.done == len(specs)
     device = store.runs()[0].provenance["device"]
     assert device == torch.cuda.get_device_name(0)
+
+
+def test_the_budget_table_in_the_protocol_doc_matches_the_embedded_suite(host) -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    for name, budget in host.suites.get("embedded").budgets.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert [int(cells[1]), int(cells[2]), int(cells[3])] == [budget.teacher_steps, budget.student_steps, budget.batch_size], row
+        assert float(cells[4]) == budget.lr and float(cells[5]) == budget.weight_decay, row

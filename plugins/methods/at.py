@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, domains_field
 
 
 def attention_map(activations: torch.Tensor, p: float) -> torch.Tensor:
@@ -85,8 +85,7 @@ class AT(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
+            check_non_negative(weight=self.weight)
             if not self.p >= 1:
                 raise ValueError(f"p must be at least 1 (|A|^p has no finite gradient at 0 below), got {self.p}")
             check_domains(self.domains)

@@ -17,3 +17,17 @@ def domains_field(default: str = "both") -> Any:
 def check_domains(value: str) -> None:
     if value not in DOMAINS:
         raise ValueError(f"domains must be one of {', '.join(DOMAINS)}, got {value!r}")
+
+
+def check_non_negative(**values: float) -> None:
+    """Hparams that may be zero but not negative (weights, mixing coefficients)."""
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{name} must be zero or positive, got {value}")
+
+
+def check_positive(**values: float) -> None:
+    """Hparams that must be strictly positive (temperatures, scales)."""
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 
 VARIANTS = ("nce", "softmax")
 ANCHORS = ("teacher", "student")
@@ -172,14 +172,12 @@ class CRD(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
+            check_non_negative(weight=self.weight)
             for name in ("feat_dim", "negatives"):
                 value = getattr(self, name)
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"{name} must be a positive integer, got {value!r}")
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be positive, got {self.temperature}")
+            check_positive(temperature=self.temperature)
             if not 0.0 <= self.momentum < 1.0:
                 raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
             if self.variant not in VARIANTS:

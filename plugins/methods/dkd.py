@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench import Batch, Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -128,14 +128,10 @@ class DKD(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
-            if self.alpha < 0:
-                raise ValueError(f"alpha must be zero or positive, got {self.alpha}")
-            if self.beta < 0:
-                raise ValueError(f"beta must be zero or positive, got {self.beta}")
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be positive, got {self.temperature}")
+            check_non_negative(weight=self.weight)
+            check_non_negative(alpha=self.alpha)
+            check_non_negative(beta=self.beta)
+            check_positive(temperature=self.temperature)
             if not 0.0 <= self.warmup < 1.0:
                 raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}")
             check_domains(self.domains)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, domains_field
 
 STAGES = (-3, -2, -1)
 
@@ -80,8 +80,7 @@ class FitNet(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
+            check_non_negative(weight=self.weight)
             if isinstance(self.stage, bool) or not isinstance(self.stage, int):
                 raise ValueError(f"stage must be an integer stage index, got {self.stage!r}")
             check_domains(self.domains)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 
 EPS = 1e-7
 
@@ -73,10 +73,8 @@ class LSKD(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be positive, got {self.temperature}")
+            check_non_negative(weight=self.weight)
+            check_positive(temperature=self.temperature)
             check_domains(self.domains)
 
     def loss(self, step: Step) -> dict[str, torch.Tensor]:

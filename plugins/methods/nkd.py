@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 from cdkd_plugins.methods.dkd import split_target, target_classes
 
 
@@ -94,12 +94,9 @@ class NKD(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
-            if self.gamma < 0:
-                raise ValueError(f"gamma must be zero or positive, got {self.gamma}")
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be positive, got {self.temperature}")
+            check_non_negative(weight=self.weight)
+            check_non_negative(gamma=self.gamma)
+            check_positive(temperature=self.temperature)
             check_domains(self.domains)
 
     def __init__(self, hparams: NKD.Hparams, info: MethodInfo) -> None:

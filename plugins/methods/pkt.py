@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, domains_field
+from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, domains_field
 
 EPS = 1e-7
 
@@ -75,8 +75,7 @@ class PKT(Method):
         domains: str = domains_field()
 
         def __post_init__(self) -> None:
-            if self.weight < 0:
-                raise ValueError(f"weight must be zero or positive, got {self.weight}")
+            check_non_negative(weight=self.weight)
             check_domains(self.domains)
 
     def loss(self, step: Step) -> dict[str, torch.Tensor]:

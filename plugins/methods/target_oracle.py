@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench import Method, Step, hookimpl
+from cdkd_plugins.methods.common import check_positive
 
 
 class TargetOracle(Method):
@@ -25,8 +26,7 @@ class TargetOracle(Method):
         weight: float = field(default=1.0, metadata={"search": (0.1, 10.0, "log")})
 
         def __post_init__(self) -> None:
-            if self.weight <= 0:
-                raise ValueError(f"weight must be positive, got {self.weight}")
+            check_positive(weight=self.weight)
 
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
         if step.target.y is None:
