@@ -31,7 +31,7 @@ def git_commit() -> str | None:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
 
 
 def provenance(device: torch.device, plugin_versions: dict[str, str], command: str = "") -> dict[str, Any]:
