@@ -65,9 +65,6 @@ class Row:
         chosen = self.seeds_complete(tasks) if seeds is None else seeds
         return [statistics.fmean(self.values[t][s] for t in tasks) for s in chosen]
 
-    def failures(self) -> int:
-        return sum(len(seeds) for seeds in self.failed.values())
-
 
 @dataclass
 class Table:
