@@ -1,34 +1,38 @@
 """cdkd-bench: a benchmark suite for cross-domain knowledge distillation.
 
 This module is the whole public API for plugin authors.
+
+Importing it does not import torch: the declarations (suites, domains, budgets, selection
+rules, executors, jobs) are plain Python, and the tensor-bound names (``Method``, ``Step``,
+``Batch``, …) are looked up in :mod:`cdkd_bench.api` on first use, so that commands which
+never train (``--help``, ``leaderboard``, ``list suites``) start in a fraction of torch's
+import time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from cdkd_bench.api import (
+from cdkd_bench.declarations import (
     Augmentation,
-    Batch,
     Budget,
     DataContext,
     Domain,
-    DomainData,
     Executor,
     Job,
-    Method,
-    MethodInfo,
-    Outputs,
     Ready,
     RunJob,
     Selector,
-    Step,
     Suite,
     Task,
 )
 from cdkd_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from cdkd_bench.api import Batch, DomainData, Method, MethodInfo, Outputs, Step
 
 __version__ = "0.1.0"
 
@@ -58,6 +62,22 @@ __all__ = [
     "hookimpl",
     "run_job",
 ]
+
+# Public names whose definitions need torch, and the module that defines them.
+_TORCH_BOUND = {name: "cdkd_bench.api" for name in ("Batch", "DomainData", "Method", "MethodInfo", "Outputs", "Step")}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve a torch-bound public name on first use (PEP 562), then keep it as a plain attribute."""
+    if name not in _TORCH_BOUND:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_TORCH_BOUND[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_TORCH_BOUND))
 
 
 def run_job(job: Job) -> dict[str, Any]:

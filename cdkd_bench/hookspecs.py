@@ -8,12 +8,16 @@ records which plugin made it. Per-step training behaviour is not a hook: it live
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
-from torch import nn
 
-from cdkd_bench.api import Domain, Executor, Method, Selector, Suite
+from cdkd_bench.declarations import Domain, Executor, Selector, Suite
+
+if TYPE_CHECKING:  # annotations only: the plugin manager must not need torch to know the hooks
+    from torch import nn
+
+    from cdkd_bench.api import Method
 
 PROJECT = "cdkd_bench"
 hookspec = pluggy.HookspecMarker(PROJECT)

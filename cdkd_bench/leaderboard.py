@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdkd_bench.api import Selector
+from cdkd_bench.declarations import Selector
 from cdkd_bench.errors import unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
@@ -144,12 +144,15 @@ def _task_order(protocol: Protocol, group: list[StoredRun], host: Host | None) -
 
 def _row_kind(recipe: str, host: Host | None) -> str:
     components = recipe.split("+")
-    if host is None or not all(c in host.methods for c in components):
+    # Traits, not classes: a leaderboard loads only suites and selection rules, and knows
+    # the methods it did not import from the plugin index.
+    known = host.method_traits() if host is not None else {}
+    if not all(c in known for c in components):
         return "method"
-    classes = [host.methods.get(c) for c in components]
-    if any(c.uses_target_labels for c in classes):
+    traits = [known[c] for c in components]
+    if any(t.uses_target_labels for t in traits):
         return "upper_bound"
-    if all(c.reference for c in classes):
+    if all(t.reference for t in traits):
         return "baseline"
     return "method"
 

@@ -1,4 +1,8 @@
-"""The plugin manager: loads the ``cdkd_bench`` entry-point group into typed registries."""
+"""The plugin manager: loads the ``cdkd_bench`` entry-point group into typed registries.
+
+Torch-free: a command that asks for a few plugin families (``load_host(families=...)``)
+imports only the plugins that provide them, found through the plugin index.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,24 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from pluggy import HookImpl
-from torch import nn
 
 from cdkd_bench import hookspecs
-from cdkd_bench.api import FAMILIES, Domain, Executor, Method, Selector, Suite
+from cdkd_bench.declarations import FAMILIES, Domain, Executor, Selector, Suite
 from cdkd_bench.errors import UserError, close_matches, unknown_name
+from cdkd_bench.plugin_index import PLUGIN_FAMILIES, MethodTraits, PluginIndex, PluginRecord, family_of, index_path, source_key
 from cdkd_bench.registry import RegistrationError, Registry
+
+if TYPE_CHECKING:  # torch-bound, and needed only by the commands that load methods and networks
+    from torch import nn
+
+    from cdkd_bench.api import Method
 
 ENTRY_POINT_GROUP = "cdkd_bench"
 DISABLE_ENV = "CDKD_BENCH_DISABLE_PLUGINS"
@@ -71,9 +80,14 @@ class Host:
     registrations are dropped; the rest of the tool keeps working.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo]) -> None:
+    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo], indexed: Mapping[str, PluginRecord] | None = None) -> None:
         self.pm = pm
         self.plugins = plugins
+        # Plugins known only from the plugin index (a narrowed load did not import them):
+        # their recorded names still take part in the duplicate-name rule, so a later
+        # plugin is refused exactly as it would be with everything imported.
+        self._indexed = dict(indexed or {})
+        self._registered: dict[str, list[tuple[str, str]]] = {}
         self._versions = {p.name: p.version for p in plugins}
         self.domains: Registry[Domain] = Registry("domain")
         self.suites: Registry[Suite] = Registry("suite")
@@ -93,6 +107,13 @@ class Host:
     def _loaded_in_order(self) -> list[str]:
         return [p.name for p in self.plugins if not p.error]
 
+    def _imported_in_order(self) -> list[str]:
+        return [name for name in self._loaded_in_order() if name not in self._indexed]
+
+    def is_imported(self, plugin: str) -> bool:
+        """True for a plugin whose module this process imported and registered (not one known from the index only)."""
+        return plugin not in self._indexed and self.pm.has_plugin(plugin)
+
     def _impls(self, hook_name: str, plugin: str) -> list[HookImpl]:
         return [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin_name == plugin]
 
@@ -103,7 +124,9 @@ class Host:
         staged: dict[str, list[tuple[str, str, Any]]] = {name: [] for name in self._loaded_in_order()}
         for hook_name, attribute in _REGISTRATIONS:
             registry: Registry[Any] = getattr(self, attribute)
-            for plugin in self._loaded_in_order():
+            for plugin, record in self._indexed.items():
+                staged[plugin] += [(attribute, name, None) for name in record.names.get(family_of(hook_name), ())]
+            for plugin in self._imported_in_order():
                 def register(obj: Any, _plugin: str = plugin, _attribute: str = attribute, _kind: str = registry.kind) -> None:
                     staged[_plugin].append((_attribute, _check_registration(_kind, obj, _plugin), obj))
 
@@ -128,9 +151,28 @@ class Host:
                 mine.add((attribute, name))
             else:
                 owners.update(dict.fromkeys(mine, plugin))
-        for plugin in self._loaded_in_order():
+        for plugin in self._imported_in_order():
             for attribute, name, obj in staged[plugin]:
                 getattr(self, attribute).add(name, obj, plugin, self._versions.get(plugin, ""))
+        self._registered = {plugin: [(attribute, name) for attribute, name, _ in staged[plugin]] for plugin in self._loaded_in_order()}
+
+    def record(self, plugin: str) -> PluginRecord:
+        """What an imported plugin provides, for the plugin index."""
+        hooks = {caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(plugin)) or ()}
+        names: dict[str, tuple[str, ...]] = {}
+        for hook_name, attribute in _REGISTRATIONS:
+            mine = tuple(name for kind, name in self._registered.get(plugin, ()) if kind == attribute)
+            if mine:
+                names[family_of(hook_name)] = mine
+        methods = {entry.name: MethodTraits.of(entry.value) for entry in self.methods if entry.plugin == plugin}
+        return PluginRecord(frozenset(family_of(h) for h in hooks), names, methods)
+
+    def method_traits(self) -> dict[str, MethodTraits]:
+        """Every usable method's traits: from its class when imported, else from the plugin index."""
+        usable = set(self._loaded_in_order())
+        traits = {name: t for plugin, record in self._indexed.items() if plugin in usable for name, t in record.methods.items()}
+        traits.update({entry.name: MethodTraits.of(entry.value) for entry in self.methods})
+        return traits
 
     def _fail(self, plugin: str, reason: str) -> None:
         """Mark a plugin as skipped, drop what it registered and stop calling its hooks."""
@@ -224,14 +266,22 @@ class Host:
         return rows
 
 
-def load_host(extra_plugins: Iterable[tuple[str, object]] = ()) -> Host:
+def load_host(extra_plugins: Iterable[tuple[str, object]] = (), families: Iterable[str] | None = None) -> Host:
     """Load every entry point of the ``cdkd_bench`` group (minus disabled ones) into a Host.
 
     Built-in plugins load first, then the others by entry-point name. A plugin that fails
     to import (``sys.exit`` included) or implements a hook that does not exist is recorded
     with its error and the rest still load. ``extra_plugins`` are (name, module-or-object)
     pairs registered after the entry points.
+
+    ``families`` (``"suite"``, ``"selector"``, … see ``plugin_index.FAMILY_OF_HOOK``) narrows
+    the load for commands that need only those: a plugin the plugin index vouches for (same
+    code, loaded cleanly before) and that provides none of them is listed but not imported.
+    Every other plugin is imported exactly as without ``families``. None imports everything.
     """
+    wanted = None if families is None else frozenset(families)
+    if wanted is not None and not wanted <= PLUGIN_FAMILIES:
+        raise ValueError(f"unknown plugin families {sorted(wanted - PLUGIN_FAMILIES)}; known: {sorted(PLUGIN_FAMILIES)}")
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if os.environ.get(TRACE_ENV):
@@ -240,23 +290,66 @@ def load_host(extra_plugins: Iterable[tuple[str, object]] = ()) -> Host:
     skip = disabled_plugins()
     found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (_distribution(e) != BUILTIN_DISTRIBUTION, e.name))
     _warn_unknown_disabled(skip, {ep.name for ep in found})
+    index = PluginIndex(index_path())
+    keys: dict[str, dict[str, Any] | None] = {}
+    indexed: dict[str, PluginRecord] = {}
     infos: list[PluginInfo] = []
     for ep in found:
         if ep.name in skip:
             continue
-        version = ep.dist.version if ep.dist else ""
+        version, distribution = (ep.dist.version if ep.dist else ""), _distribution(ep)
         if pm.has_plugin(ep.name) or any(p.name == ep.name for p in infos):
-            infos.append(PluginInfo(ep.name, version, _distribution(ep), f"entry point name {ep.name!r} is used twice"))
+            infos.append(PluginInfo(ep.name, version, distribution, f"entry point name {ep.name!r} is used twice"))
+            continue
+        keys[ep.name] = source_key(ep, distribution, version)
+        record = index.fresh(ep.name, keys[ep.name])
+        if wanted is not None and record is not None and not record.families & wanted:
+            infos.append(PluginInfo(ep.name, version, distribution))  # listed, not imported: the index vouches for it
+            indexed[ep.name] = record
             continue
         try:
             plugin = ep.load()
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure of a plugin is reported, not fatal
-            infos.append(PluginInfo(ep.name, version, _distribution(ep), f"{type(exc).__name__} while importing: {exc}"))
+            infos.append(PluginInfo(ep.name, version, distribution, f"{type(exc).__name__} while importing: {exc}"))
             continue
-        infos.append(PluginInfo(ep.name, version, _distribution(ep), _register(pm, ep.name, plugin)))
+        infos.append(PluginInfo(ep.name, version, distribution, _register(pm, ep.name, plugin)))
     for name, plugin in extra_plugins:
         infos.append(PluginInfo(name, "", "", _register(pm, name, plugin)))
-    return Host(pm, infos)
+    host = Host(pm, infos, indexed)
+    _update_index(index, host, keys)
+    index.save(installed={ep.name for ep in found})
+    return host
+
+
+def _update_index(index: PluginIndex, host: Host, keys: Mapping[str, dict[str, Any] | None]) -> None:
+    """Record every imported plugin that loaded cleanly; forget every one that failed, so it is imported next time."""
+    failed = {info.name for info in host.failed_plugins}
+    for name, key in keys.items():
+        if name in failed:
+            index.forget(name)
+        elif key is not None and host.is_imported(name):
+            record = host.record(name)
+            if index.fresh(name, key) != record and _lists_architectures_cleanly(host, name):
+                index.record(name, key, record)
+
+
+def _lists_architectures_cleanly(host: Host, plugin: str) -> bool:
+    """Whether the plugin's architecture lister, if it has one, answers with a list of names.
+
+    ``cdkd-bench plugins`` calls the lister of every plugin it imports, so the index vouches
+    only for plugins whose lister would not have failed there. Asked only when a plugin's
+    entry is new or changed; a failure here only keeps the plugin out of the index.
+    """
+    for impl in host.pm.hook.cdkd_architecture_names.get_hookimpls():
+        if impl.plugin_name != plugin:
+            continue
+        try:
+            names = call_impl(impl)
+        except (Exception, SystemExit):  # noqa: BLE001
+            return False
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            return False
+    return True
 
 
 BUILTIN_DISTRIBUTION = "cdkd-bench"
@@ -314,6 +407,8 @@ def _check_suite(obj: Any, plugin: str) -> str:
 
 
 def _check_method(obj: Any, plugin: str) -> str:
+    from cdkd_bench.api import Method  # here, not above: only loads that include method plugins may import torch
+
     if not (isinstance(obj, type) and issubclass(obj, Method)):
         raise RegistrationError(f"plugin {plugin!r} registered {obj!r} as a method; expected a cdkd_bench.Method subclass")
     name = getattr(obj, "name", None)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ from cdkd_bench.data import load_domain
 from cdkd_bench.plugins import Host, load_host
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never write the user's cache folder (loading plugins records the plugin index there).
+
+    The ``cache_dir`` fixture and tests that set CDKD_BENCH_CACHE themselves override it.
+    """
+    folder = tmp_path_factory.mktemp("user-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CDKD_BENCH_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

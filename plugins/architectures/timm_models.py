@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-import timm
-from torch import nn
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from cdkd_bench import UserError, hookimpl
-from cdkd_plugins.architectures import small_resnets, small_vits  # noqa: F401 - register the 32px variants with timm
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _timm() -> ModuleType:
+    """timm, with the 32px variants registered; imported on first use, since commands that build no network must not pay for it."""
+    import timm
+
+    from cdkd_plugins.architectures import small_resnets, small_vits  # noqa: F401 - register the 32px variants with timm
+
+    return timm
 
 
 @hookimpl(trylast=True)
 def cdkd_resolve_architecture(name: str, num_classes: int, pretrained: bool) -> nn.Module | None:
+    timm = _timm()
     if not timm.is_model(name):
         return None
     if not pretrained:
@@ -30,4 +42,4 @@ def cdkd_resolve_architecture(name: str, num_classes: int, pretrained: bool) -> 
 
 @hookimpl
 def cdkd_architecture_names() -> list[str]:
-    return timm.list_models()
+    return _timm().list_models()

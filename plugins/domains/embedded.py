@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from cdkd_bench import Augmentation, Budget, DataContext, Domain, DomainData, Suite, hookimpl
-from cdkd_plugins.domains import embedded_images
+from typing import TYPE_CHECKING
+
+from cdkd_bench import Augmentation, Budget, DataContext, Domain, Suite, hookimpl
+
+if TYPE_CHECKING:
+    from cdkd_bench import DomainData
 
 # Bump when a generator changes what it draws: cached tensors and results are keyed by it.
 GENERATOR_VERSION = 1
@@ -14,9 +18,12 @@ STRONG = Augmentation(rotation_degrees=15, scale=(0.85, 1.15), translate=0.06, g
 WEAK = Augmentation(rotation_degrees=0, scale=(0.95, 1.05), translate=0.06)
 
 
-def _loader(generate):  # type: ignore[no-untyped-def]
+def _loader(generator: str):  # type: ignore[no-untyped-def]
     def load(context: DataContext) -> DomainData:  # noqa: ARG001 - generated, nothing to read
-        return generate()
+        # Imported here: the generators need torch, and listing suites must not.
+        from cdkd_plugins.domains import embedded_images
+
+        return getattr(embedded_images, generator)()
 
     return load
 
@@ -24,15 +31,15 @@ def _loader(generate):  # type: ignore[no-untyped-def]
 @hookimpl
 def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
     register(Domain(
-        "embedded.handwritten", 10, _loader(embedded_images.handwritten), GENERATOR_VERSION,
+        "embedded.handwritten", 10, _loader("handwritten"), GENERATOR_VERSION,
         "scikit-learn's handwritten digits (8x8 scans), upscaled, white on black",
     ))
     register(Domain(
-        "embedded.printed", 10, _loader(embedded_images.printed), GENERATOR_VERSION,
+        "embedded.printed", 10, _loader("printed"), GENERATOR_VERSION,
         "digits rendered from matplotlib's fonts, scanned like the UCI digits, random grey levels",
     ))
     register(Domain(
-        "embedded.textured", 10, _loader(embedded_images.textured), GENERATOR_VERSION,
+        "embedded.textured", 10, _loader("textured"), GENERATOR_VERSION,
         "the handwritten digits blended onto crops of scikit-learn's sample photographs (MNIST-M style)",
     ))
 

@@ -1,0 +1,198 @@
+"""The torch-free half of the public contracts: what suites, domains, budgets, selection rules,
+executors and jobs are. Commands that only read these (listing suites, rendering leaderboards)
+import this module and never pay for torch; ``cdkd_bench.api`` re-exports every name.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from cdkd_bench.api import DomainData
+
+FAMILIES = ("baseline", "distillation", "adaptation")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """Where a domain may read files from (``data_root``) and keep its own cache."""
+
+    data_root: Path | None
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A labelled image dataset with train and test splits.
+
+    ``load`` returns the images at their native size; the host resizes them to the suite's
+    image size and caches the result, keyed by ``name`` and ``version``.
+    """
+
+    name: str
+    num_classes: int
+    load: Callable[[DataContext], DomainData]
+    version: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A named training length; part of every run's identity."""
+
+    teacher_steps: int
+    student_steps: int
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    eval_points: int = 1
+    """Evenly spaced checkpoints at which a student is evaluated (the last is the end of training)."""
+    backbone_lr_mult: float = 1.0
+    """The student's body learns at ``lr`` times this, its classifier at ``lr`` (0.1 is usual for pretrained students)."""
+
+    def __post_init__(self) -> None:
+        for name in ("teacher_steps", "student_steps", "batch_size", "eval_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"budget {name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"budget lr must be positive, got {self.lr}")
+        if self.backbone_lr_mult <= 0:
+            raise ValueError(f"budget backbone_lr_mult must be positive, got {self.backbone_lr_mult}")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random per-image transforms applied to source batches while the teacher trains.
+
+    Geometric: rotation, scale and translation (a fraction of the image size). Photometric,
+    on the network's [-1, 1] inputs: a per-channel gain and bias, and a sign flip (dark-on-
+    light becomes light-on-dark) with ``invert_probability``. Students are trained without
+    augmentation so the frozen teacher's outputs can be computed once per image.
+    """
+
+    rotation_degrees: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: float = 0.0
+    gain: tuple[float, float] = (1.0, 1.0)
+    bias: float = 0.0
+    invert_probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One ordered domain pair of a suite."""
+
+    name: str
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named set of domains and the ordered pairs that form its leaderboard.
+
+    Leave ``tasks`` empty to use every ordered pair of ``domains``; task names are
+    ``<suite>.<source>_to_<target>`` with the domains' own ``<suite>.`` prefix dropped.
+    """
+
+    name: str
+    domains: tuple[str, ...]
+    num_classes: int
+    image_size: int
+    budgets: Mapping[str, Budget]
+    default_teacher: str
+    default_student: str
+    default_recipes: tuple[str, ...] = ()
+    """Recipes a grid runs when none are named (the reference recipes join every grid anyway)."""
+    default_seeds: tuple[int, ...] = (0, 1)
+    default_budget: str = "quick"
+    pairs: tuple[tuple[str, str], ...] = ()
+    teacher_augmentation: Augmentation | None = None
+    views: Mapping[str, Augmentation] = field(default_factory=dict)
+    """Named augmentations components may read (``Method.views``), e.g. ``weak`` and ``strong``."""
+    default: bool = False
+    """The suite commands use when none is named (exactly one installed suite should say so)."""
+    description: str = ""
+    tasks: tuple[Task, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        pairs = self.pairs or tuple(itertools.permutations(self.domains, 2))
+        tasks = tuple(
+            Task(f"{self.name}.{self._short(s)}_to_{self._short(t)}", s, t) for s, t in pairs
+        )
+        object.__setattr__(self, "tasks", tasks)
+
+    def _short(self, domain: str) -> str:
+        prefix = f"{self.name}."
+        return domain[len(prefix):] if domain.startswith(prefix) else domain
+
+
+
+# --------------------------------------------------------------------------- grid plumbing
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A model-selection rule: picks one of a run's evaluated checkpoints.
+
+    ``choose`` gets the metrics of each evaluated checkpoint in training order and
+    returns the index of the chosen one. ``oracle`` rules read target test labels and are
+    flagged wherever their numbers appear.
+    """
+
+    name: str
+    choose: Callable[[list[Mapping[str, float]]], int]
+    oracle: bool = False
+    description: str = ""
+    default: bool = False
+    """The rule tables use when none is named (exactly one installed rule should say so)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of grid work as plain, picklable data: a teacher to prepare or a student run.
+
+    ``kind`` is ``"teacher"`` (``spec`` a TeacherSpec; ``wait`` False returns at once when
+    another process is training it) or ``"run"`` (``spec`` a RunSpec). ``settings`` are the
+    engine settings. Any process runs it with ``cdkd_bench.run_job(job)``, which builds the
+    plugin host from the installed entry points once per process. ``after`` lists the
+    positions (in the same job list) of jobs whose results must be reported before this
+    one starts: a run names its teacher's job. The grid lists those jobs first, so an
+    executor that runs jobs strictly in order honours it too.
+    """
+
+    kind: str
+    spec: Any
+    settings: Any
+    wait: bool = True
+    after: tuple[int, ...] = ()
+
+
+RunJob = Job
+Ready = Callable[[int], Mapping[str, Any] | None]
+
+
+class Executor:
+    """Runs a list of independent jobs and reports each result as soon as it is known.
+
+    Start a job only after every job in its ``after`` has reported (running the list in
+    order does that). For each job, call ``ready(index)`` in the calling process just before starting it: if it
+    returns a result (the run is claimed by another process, say), report that instead of
+    running the job. Run a job with ``cdkd_bench.run_job(job)``, in this process or another;
+    it never raises (failures come back as results). ``on_result(index, result)`` must be
+    called exactly once per job, in the calling process.
+    """
+
+    name: ClassVar[str]
+    default: ClassVar[bool] = False
+    """The executor grids use when none is named (exactly one installed executor should say so)."""
+
+    def run(self, jobs: list[Job], on_result: Callable[[int, Mapping[str, Any]], None], ready: Ready | None = None) -> None:
+        raise NotImplementedError
