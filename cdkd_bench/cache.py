@@ -114,7 +114,7 @@ def sweep_temporary_files(folder: Path) -> int:
 
 def save_verified(path: Path, identity: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], extra: Mapping[str, Any]) -> None:
     """Save ``tensors`` (and small JSON-like ``extra``) with their identity and content hash."""
-    cpu = {name: t.detach().cpu() for name, t in tensors.items()}
+    cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}  # the standard layout, whatever the model used
     atomic_save({"format": FORMAT, "identity": _plain(identity), "content_sha256": content_hash(cpu),
                  "tensors": cpu, "extra": dict(extra)}, path)
 

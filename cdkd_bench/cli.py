@@ -15,6 +15,10 @@ from cdkd_bench.errors import UserError
 from cdkd_bench.registry import RegistrationError
 
 LIST_KINDS = ("suites", "tasks", "methods", "archs")
+# Plugin families each light command reads; load_host imports only the plugins providing them
+# (and any the plugin index cannot vouch for), so these commands never import torch.
+LISTED_FROM_SUITES = {"suites", "tasks"}
+LEADERBOARD_FAMILIES = ("suite", "selector")
 DEFAULT_STORE = "cdkd-results.sqlite"
 
 
@@ -78,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--cache-dir", type=_path, help="where data and teachers are cached (env CDKD_BENCH_CACHE)")
     p_run.add_argument("--data-root", type=_path, help="where real datasets live (env CDKD_BENCH_DATA)")
     p_run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p_run.add_argument("--threads", help="CPU threads per run (env CDKD_BENCH_THREADS; default: every core); "
+    p_run.add_argument("--threads", help="CPU threads per run (env CDKD_BENCH_THREADS; default: 1); "
                        "part of each run's identity, since results depend on it")
+    p_run.add_argument("--workers", help="runs at once on this machine (env CDKD_BENCH_WORKERS; default: the CPU cores "
+                       "divided by --threads, 1 on a GPU); results do not depend on it")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
@@ -116,7 +122,8 @@ class _OneLine(logging.Handler):
 def cmd_list(args: argparse.Namespace) -> int:
     from cdkd_bench.plugins import load_host
 
-    host = load_host()
+    kinds = [args.kind] if args.kind else [k for k in LIST_KINDS if k != "archs"]
+    host = load_host(families=("suite",) if set(kinds) <= LISTED_FROM_SUITES and not args.markdown else None)
     if args.markdown:
         if args.kind != "methods":
             raise UserError("--markdown goes with `cdkd-bench list methods`")
@@ -125,7 +132,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(methods_markdown(host), end="")
         _warn_failed_plugins(host)
         return 0
-    kinds = [args.kind] if args.kind else [k for k in LIST_KINDS if k != "archs"]
     for kind in kinds:
         print(f"{kind}:")
         if kind == "suites":
@@ -166,7 +172,9 @@ def _warn_failed_plugins(host: Any) -> None:
 def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
     from cdkd_bench.plugins import DISABLE_ENV, disabled_plugins, load_host
 
-    host = load_host()
+    # No family needed: the plugin index lists the plugins it vouches for (their lister
+    # answered when they were recorded); the others are imported and checked as always.
+    host = load_host(families=())
     host.architecture_names()  # a broken architecture lister shows up here too
     for info in host.plugins:
         state = f"SKIPPED: {info.error}" if info.error else "loaded"
@@ -202,7 +210,7 @@ def _request_from(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cdkd_bench.compute import default_threads, use_threads
+    from cdkd_bench.compute import default_threads, parse_count, use_threads
     from cdkd_bench.data import default_cache_dir, default_data_root
     from cdkd_bench.engine import EngineSettings
     from cdkd_bench.folders import writable_folder
@@ -217,14 +225,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = expand(host, request)
     suite = request.suite or host.default("suite")
     threads = request.threads or default_threads()
+    workers = parse_count(args.workers, "--workers", "worker processes") if args.workers is not None else None
     settings = EngineSettings(
         cache_dir=writable_folder(args.cache_dir or default_cache_dir(), "the cache", "--cache-dir (or CDKD_BENCH_CACHE)"),
         data_root=args.data_root or default_data_root(),
         device=request.device,
         threads=threads,
+        workers=workers,
         show_progress=not args.no_progress,
         command=args.command_line,
     )
+    settings.resolved_workers()  # a bad CDKD_BENCH_WORKERS is said now, before any work
     writable_folder(args.out_dir, "leaderboard pages", "--out-dir")
     store = Store(Path(request.store))
     import torch
@@ -250,7 +261,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from cdkd_bench.store import Store
 
     store = Store(args.store or Path(DEFAULT_STORE), read_only=True)
-    host = load_host()
+    host = load_host(families=LEADERBOARD_FAMILIES)
     _warn_failed_plugins(host)
     if args.selection is not None:
         host.selectors.get(args.selection)  # unknown rule → suggestions

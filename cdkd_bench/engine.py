@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdkd_bench.api import Method, MethodInfo
+from cdkd_bench.api import DomainRole, Method, MethodInfo, Outputs
 from cdkd_bench.augment import augmenter
 from cdkd_bench.compute import check_numerics, make_deterministic, pick_device
+from cdkd_bench.data import Split
 from cdkd_bench.errors import UserError
-from cdkd_bench.evaluation import checkpoint_steps, classification_metrics, evaluate_checkpoint, predict
+from cdkd_bench.evaluation import checkpoint_steps, classification_metrics, evaluate_checkpoint
 from cdkd_bench.hparams import build_hparams
 from cdkd_bench.networks import network_info
 from cdkd_bench.plugins import Host
@@ -22,6 +23,7 @@ from cdkd_bench.provenance import provenance
 from cdkd_bench.settings import EngineSettings
 from cdkd_bench.spec import RunSpec, derive_seed
 from cdkd_bench.task_data import TaskData, load_task_data
+from cdkd_bench.teacher_outputs import SplitName, cached_teacher_outputs
 from cdkd_bench.teachers import obtain_teacher
 from cdkd_bench.training import RunFailed, fit
 
@@ -71,14 +73,23 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
 
     # The same initial student for every recipe of a (task, seed): comparisons are paired.
     torch.manual_seed(derive_seed(spec.seed, "student-init"))
-    student = host.architecture(spec.student_arch, num_classes, False).to(device)
+    student = host.architecture(spec.student_arch, num_classes, False).to(device).to(memory_format=torch.channels_last)
     info = _method_info(spec, student, teacher, data, suite.image_size, num_classes, device)
     components = build_components(host, spec, info, device)
     needs_teacher = any(c.needs_teacher for c in components)
     uses_target = any(c.uses_target for c in components)
     reveal_labels = any(c.uses_target_labels for c in components)
 
-    teacher_target = predict(teacher, data.target_test.x)
+    def teacher_table(domain: str, split: str, images: Split) -> Outputs:
+        name = SplitName(domain, host.domains.get(domain).version, suite.image_size, split)
+        return cached_teacher_outputs(settings, spec.teacher, teacher, name, images)
+
+    teacher_target = teacher_table(spec.target, "test", data.target_test).logits.argmax(dim=1)
+    tables: dict[DomainRole, Outputs] | None = None
+    if needs_teacher and not any(c.intermediates for c in components):  # else the teacher runs per step anyway
+        tables = {"source": teacher_table(spec.source, "source_train", data.source_train)}
+        if uses_target:
+            tables["target"] = teacher_table(spec.target, "train", data.target_train)
     history: list[dict[str, Any]] = []
 
     def on_checkpoint(step: int) -> None:
@@ -91,6 +102,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
         seed=derive_seed(spec.seed, "student-batches"),
         teacher=teacher if needs_teacher else None,
+        teacher_tables=tables,
         reveal_target_labels=reveal_labels,
         views=_view_transforms(host, spec, components),
         backbone_lr_mult=spec.backbone_lr_mult,

@@ -16,7 +16,7 @@ from cdkd_bench.cache import sweep_temporary_files
 from cdkd_bench.engine import EngineSettings
 from cdkd_bench.errors import UserError
 from cdkd_bench.jobs import use_host
-from cdkd_bench.plan import expand
+from cdkd_bench.plan import expand, teacher_every_step
 from cdkd_bench.plugins import Host
 from cdkd_bench.request import GridRequest, read_grid_file
 from cdkd_bench.spec import RunSpec, TeacherSpec
@@ -103,63 +103,71 @@ def run_grid(
     for folder in ("data", "teachers"):  # leftovers of writers killed between write and rename
         sweep_temporary_files(settings.cache_dir / folder)
     with store.claims_kept_alive():
-        teacher_errors = _prepare_teachers(host, pending, settings, executor, summary, show_progress, log)
-        # Runs whose teacher failed fail with its error, untried.
-        runnable = [s for s in pending if s.teacher.key not in teacher_errors]
-        for spec in pending:
-            if spec.teacher.key in teacher_errors:
-                error = f"its teacher failed: {teacher_errors[spec.teacher.key]}"
-                _finish(store, summary, spec, {"status": "failed", "error": error}, log, observe)
-        run_bar = tqdm(total=len(runnable), desc="runs", unit="run", disable=progress_disabled(show_progress))
-
-        def on_run(index: int, result: Mapping[str, Any]) -> None:
-            _finish(store, summary, runnable[index], dict(result), log, observe)
-            run_bar.update()
-
-        executor.run([Job("run", s, settings) for s in runnable], on_run,
-                     lambda index: _claim_before_start(runnable[index], store, observe))
-        run_bar.close()
+        _run_pipelined(host, pending, store, settings, executor, summary, observe, show_progress, log)
     return summary
 
 
-def _prepare_teachers(
-    host: Host, pending: list[RunSpec], settings: EngineSettings, executor: Any, summary: GridSummary,
-    show_progress: bool, log: Callable[[str], None],
-) -> dict[str, str]:
-    """Each distinct teacher once; returns the errors of those that failed, by key.
+def estimated_costs(host: Host, specs: list[RunSpec]) -> list[float]:
+    """Each run's relative cost, for ordering: its steps, doubled when a component runs the teacher every step."""
+    slow = teacher_every_step(host, specs)
+    return [spec.steps * (2.0 if spec.recipe in slow else 1.0) for spec in specs]
 
-    A first pass skips teachers another process is training right now (it trains the
-    others meanwhile); a second pass waits for those and loads them.
+
+def _run_pipelined(
+    host: Host, pending: list[RunSpec], store: Store, settings: EngineSettings, executor: Any, summary: GridSummary,
+    observe: _Observers, show_progress: bool, log: Callable[[str], None],
+) -> None:
+    """Teachers and runs as one job list: each run waits only for its own teacher, longest runs first.
+
+    Teachers another process is training right now are not waited for here: their runs
+    start when a worker is free and wait for the teacher's cache file inside the run.
     """
     teachers = list({s.teacher.key: s.teacher for s in pending}.values())
-    errors: dict[str, str] = {}
-    busy: list[TeacherSpec] = []
-    bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=progress_disabled(show_progress))
+    costs = estimated_costs(host, pending)
+    runs = [pending[i] for i in sorted(range(len(pending)), key=lambda i: -costs[i])]  # stable: ties keep the grid's order
+    position = {teacher.key: index for index, teacher in enumerate(teachers)}
+    jobs = [Job("teacher", teacher, settings, wait=False) for teacher in teachers]
+    jobs += [Job("run", spec, settings, after=(position[spec.teacher.key],)) for spec in runs]
+    teacher_errors: dict[str, str] = {}
+    disabled = progress_disabled(show_progress)
+    teacher_bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=disabled)
+    run_bar = tqdm(total=len(runs), desc="runs", unit="run", disable=disabled)
 
-    def run_pass(batch: list[TeacherSpec], wait: bool) -> None:
-        def on_teacher(index: int, result: Mapping[str, Any]) -> None:
-            teacher = batch[index]
-            if result["status"] != "done":
-                errors[teacher.key] = result["error"]
-                log(f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed}) failed: {result['error']}")
-            elif result["busy"]:
-                busy.append(teacher)
-                return
-            elif result["teacher_trained"]:
-                summary.teachers_trained += 1
-                log(f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed}): "
-                    f"source-val acc {result['metrics']['source_val.acc']:.1f}% in {result['metrics']['train_s']:.1f}s")
-            bar.update()
+    def ready(index: int) -> dict[str, Any] | None:
+        if index < len(teachers):
+            return None
+        spec = runs[index - len(teachers)]
+        if spec.teacher.key in teacher_errors:  # fails with its teacher's error, untried
+            return {"status": "failed", "error": f"its teacher failed: {teacher_errors[spec.teacher.key]}"}
+        return _claim_before_start(spec, store, observe)
 
-        executor.run([Job("teacher", t, settings, wait) for t in batch], on_teacher)
+    def on_result(index: int, result: Mapping[str, Any]) -> None:
+        if index < len(teachers):
+            _teacher_finished(teachers[index], result, teacher_errors, summary, log)
+            teacher_bar.update()
+        else:
+            _finish(store, summary, runs[index - len(teachers)], dict(result), log, observe)
+            run_bar.update()
 
-    run_pass(teachers, wait=False)
-    if busy:
-        log(f"waiting for {len(busy)} teacher(s) that another process is training")
-        waiting, busy[:] = list(busy), []
-        run_pass(waiting, wait=True)
-    bar.close()
-    return errors
+    try:
+        executor.run(jobs, on_result, ready)
+    finally:
+        teacher_bar.close()
+        run_bar.close()
+
+
+def _teacher_finished(
+    teacher: TeacherSpec, result: Mapping[str, Any], errors: dict[str, str], summary: GridSummary, log: Callable[[str], None]
+) -> None:
+    label = f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed})"
+    if result["status"] != "done":
+        errors[teacher.key] = result["error"]
+        log(f"{label} failed: {result['error']}")
+    elif result["busy"]:
+        log(f"{label}: another process is training it; its runs will wait for it")
+    elif result["teacher_trained"]:
+        summary.teachers_trained += 1
+        log(f"{label}: source-val acc {result['metrics']['source_val.acc']:.1f}% in {result['metrics']['train_s']:.1f}s")
 
 
 def _finish(

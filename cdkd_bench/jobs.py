@@ -27,6 +27,11 @@ def process_host() -> Host:
     return _process_host
 
 
+def jobs_need_this_process() -> bool:
+    """True when the grid's host holds plugins given in code, which a fresh process could not load."""
+    return _process_host is not None and any(not info.distribution for info in _process_host.plugins)
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Run ``job`` in this process and return its result; failures come back as results, never raised."""
     host = process_host()

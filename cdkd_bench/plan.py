@@ -86,8 +86,8 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     return specs
 
 
-def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: dict[str, Any], teacher_arch: str, student_arch: str) -> None:
-    """Refuse, before any training, a recipe whose components cannot work with these networks or this suite."""
+def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: str) -> tuple[MethodInfo, dict[str, Any], dict[str, Any]]:
+    """What components are built with at planning time (on the CPU, one step): their info, the networks and their shapes."""
     cpu = torch.device("cpu")
     archs = {"teacher": teacher_arch, "student": student_arch}
     nets = {role: host.architecture(arch, suite.num_classes) for role, arch in archs.items()}  # typos fail here, with suggestions
@@ -95,6 +95,30 @@ def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: di
     info = MethodInfo(num_classes=suite.num_classes, student_features=shapes["student"].num_features,
                       teacher_features=shapes["teacher"].num_features, total_steps=1, student=shapes["student"],
                       teacher=shapes["teacher"], split_sizes={"source": 1, "target": 1}, image_size=suite.image_size)
+    return info, nets, shapes
+
+
+def teacher_every_step(host: Host, specs: Iterable[RunSpec]) -> set[str]:
+    """The recipes among ``specs`` with a component that runs the teacher at every step (intermediate maps or
+    views), as configured: a grid starts those first, since they take longest."""
+    slow: set[str] = set()
+    infos: dict[tuple[str, str, str], MethodInfo] = {}
+    for spec in specs:
+        archs = (spec.suite, spec.teacher.arch, spec.student_arch)
+        if archs not in infos:
+            infos[archs] = _planning_info(host, host.suite(spec.suite), spec.teacher.arch, spec.student_arch)[0]
+        for name in spec.components:
+            method = host.methods.get(name)
+            if method.needs_teacher:
+                component = method(build_hparams(method, spec.hparams.get(name, {})), infos[archs])
+                if component.intermediates or component.views:
+                    slow.add(spec.recipe)
+    return slow
+
+
+def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: dict[str, Any], teacher_arch: str, student_arch: str) -> None:
+    """Refuse, before any training, a recipe whose components cannot work with these networks or this suite."""
+    info, nets, shapes = _planning_info(host, suite, teacher_arch, student_arch)
     built: dict[str, Method] = {}
     for recipe in recipes:
         names = recipe.split("+")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdkd_bench.compute import default_threads
+from cdkd_bench.compute import default_threads, default_workers
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,16 @@ class EngineSettings:
     data_root: Path | None = None
     device: str = "auto"
     threads: int | None = None
-    """CPU threads per run; None: ``CDKD_BENCH_THREADS`` or every core (see compute.default_threads)."""
+    """CPU threads per run; None: ``CDKD_BENCH_THREADS`` or 1 (see compute.default_threads)."""
+    workers: int | None = None
+    """How many jobs an executor may run at once on this machine; None: ``CDKD_BENCH_WORKERS``, else
+    the cores divided by ``threads`` on the CPU, 1 on a GPU (see compute.default_workers)."""
     show_progress: bool = False
     command: str = ""
     """The command line that started the grid, recorded in each run's provenance ("" when not from the CLI)."""
 
     def resolved_threads(self) -> int:
         return self.threads if self.threads is not None else default_threads()
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers is not None else default_workers(self.resolved_threads(), self.device)

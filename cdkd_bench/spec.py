@@ -11,7 +11,9 @@ from typing import Any
 # Bump whenever the engine changes what a run computes: every stored result is keyed by it.
 # 2: the CPU thread count / CUDA precision (``numerics``) joined run and teacher identity; runs
 #    store evaluated checkpoints and the selection rule left their identity.
-PROTOCOL_VERSION = 2
+# 3: channels-last inputs and networks, fused AdamW, and augmentation parameters drawn in one
+#    batch from a generator on the device change the bits; one thread per run by default.
+PROTOCOL_VERSION = 3
 
 
 def canonical_json(obj: Any) -> str:

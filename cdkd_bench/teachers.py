@@ -71,7 +71,7 @@ def obtain_teacher(
     check_teacher_recipe(teacher.teacher_recipe)
     check_numerics(teacher.numerics, device, settings.resolved_threads())
     torch.manual_seed(derive_seed(teacher.seed, "teacher-init"))
-    model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device)
+    model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device).to(memory_format=torch.channels_last)
     path = teacher_path(settings, teacher)
     metrics = _load_teacher(model, teacher, path)
     trained_now = False

@@ -172,3 +172,12 @@ class ContractV2Methods:
     @hookimpl
     def cdkd_register_selectors(self, register):  # type: ignore[no-untyped-def]
         register(Selector("first", lambda history: 0, description="the first evaluated checkpoint (for tests)"))
+
+
+class KillsItsWorker:
+    """A job spec whose unpickling ends the process at once, as a crash in native code would."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os._exit, (3,))
