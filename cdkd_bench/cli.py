@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "part of each run's identity, since results depend on it")
     p_run.add_argument("--workers", help="runs at once on this machine (env CDKD_BENCH_WORKERS; default: the CPU cores "
                        "divided by --threads, 1 on a GPU); results do not depend on it")
+    p_run.add_argument("--compile", action="store_true", default=None,
+                       help="capture each training step with torch.compile (CUDA graphs on a GPU); part of the runs' numerics")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
@@ -184,7 +186,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
-_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device")
+_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device", "compile")
 
 
 def _request_from(args: argparse.Namespace) -> Any:
@@ -232,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=request.device,
         threads=threads,
         workers=workers,
+        compile=request.compile,
         show_progress=not args.no_progress,
         command=args.command_line,
     )

@@ -74,11 +74,24 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def numerics(device: torch.device, threads: int) -> str:
+COMPILE_BACKEND_ENV = "CDKD_BENCH_COMPILE_BACKEND"
+
+
+def compile_backend() -> str:
+    """torch.compile's backend for ``--compile``: ``inductor`` unless ``CDKD_BENCH_COMPILE_BACKEND`` names
+    another (``aot_eager`` checks graph capture and autograd without generating code)."""
+    return os.environ.get(COMPILE_BACKEND_ENV, "").strip() or "inductor"
+
+
+def numerics(device: torch.device, threads: int, compiled: bool = False) -> str:
     """What decides a run's floating-point results besides its spec; part of run and teacher identity."""
-    if device.type == "cuda":
-        return "cuda bf16-autocast"
-    return f"cpu fp32 {threads} thread{'s' if threads > 1 else ''}"
+    base = "cuda bf16-autocast" if device.type == "cuda" else f"cpu fp32 {threads} thread{'s' if threads > 1 else ''}"
+    if not compiled:
+        return base
+    # Generated kernels fuse and reorder arithmetic: compiled runs are their own numerics.
+    backend = compile_backend()
+    mode = ", CUDA graphs" if device.type == "cuda" and backend == "inductor" else ""
+    return f"{base}, compiled ({backend}{mode})"
 
 
 def use_threads(device: torch.device, threads: int) -> None:
@@ -87,9 +100,9 @@ def use_threads(device: torch.device, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def check_numerics(planned: str, device: torch.device, threads: int) -> None:
+def check_numerics(planned: str, device: torch.device, threads: int, compiled: bool = False) -> None:
     """Refuse to compute a run or teacher with other numerics than its identity says, then set the threads."""
-    actual = numerics(device, threads)
+    actual = numerics(device, threads, compiled)
     if actual != planned:
         raise UserError(f"this work was planned for {planned!r} but would run as {actual!r}; run the grid again with matching settings")
     use_threads(device, threads)

@@ -60,7 +60,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
     """Run one spec end to end and return its metrics, checkpoints, timings and provenance (raises on failure)."""
     started = time.perf_counter()
     device = pick_device(settings.device)
-    check_numerics(spec.numerics, device, settings.resolved_threads())
+    check_numerics(spec.numerics, device, settings.resolved_threads(), settings.compile)
     make_deterministic()
     torch.manual_seed(derive_seed(spec.seed, "run"))
     suite = host.suite(spec.suite)
@@ -107,7 +107,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         views=_view_transforms(host, spec, components),
         backbone_lr_mult=spec.backbone_lr_mult,
         checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=on_checkpoint,
-        desc=f"{spec.recipe} seed {spec.seed}", show_progress=settings.show_progress,
+        desc=f"{spec.recipe} seed {spec.seed}", show_progress=settings.show_progress, compile_step=settings.compile,
     )
     student_s = time.perf_counter() - train_started
 

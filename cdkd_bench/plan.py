@@ -60,7 +60,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     resolved_hparams = {name: dataclasses.asdict(hparams) for name, hparams in resolved.items()}
 
     augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
-    computed_as = numerics(pick_device(request.device), request.threads or default_threads())
+    computed_as = numerics(pick_device(request.device), request.threads or default_threads(), request.compile)
     specs = []
     for seed in seeds:
         for task in tasks:

@@ -39,6 +39,8 @@ class GridRequest:
     store: str = "cdkd-results.sqlite"
     device: str = "auto"
     threads: int | None = None
+    compile: bool = False
+    """Capture the training step with torch.compile (CUDA graphs on a GPU); part of the numerics."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -51,6 +53,7 @@ class GridRequest:
 
 _LIST_ITEM = {"tasks": str, "recipes": str, "seeds": int}
 _INTEGER = {"threads"}
+_BOOLEAN = {"compile"}
 
 
 def check_value(label: str, key: str, value: Any) -> None:
@@ -66,6 +69,9 @@ def check_value(label: str, key: str, value: Any) -> None:
                 _check_text(label, item)
             elif not 0 <= item <= MAX_SEED:
                 raise UserError(f"{label} holds seed {item}; seeds must be whole numbers from 0 to {MAX_SEED}")
+    elif key in _BOOLEAN:
+        if not isinstance(value, bool):
+            raise UserError(f"{label} must be true or false, got {value!r}")
     elif key in _INTEGER:
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_THREADS:
             raise UserError(f"{label} must be a whole number from 1 to {MAX_THREADS}, got {value!r}")

@@ -20,6 +20,8 @@ class EngineSettings:
     workers: int | None = None
     """How many jobs an executor may run at once on this machine; None: ``CDKD_BENCH_WORKERS``, else
     the cores divided by ``threads`` on the CPU, 1 on a GPU (see compute.default_workers)."""
+    compile: bool = False
+    """Capture each training step with torch.compile (see compute.numerics: part of identity)."""
     show_progress: bool = False
     command: str = ""
     """The command line that started the grid, recorded in each run's provenance ("" when not from the CLI)."""

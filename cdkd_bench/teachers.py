@@ -69,7 +69,7 @@ def obtain_teacher(
     whether it was trained now).
     """
     check_teacher_recipe(teacher.teacher_recipe)
-    check_numerics(teacher.numerics, device, settings.resolved_threads())
+    check_numerics(teacher.numerics, device, settings.resolved_threads(), settings.compile)
     torch.manual_seed(derive_seed(teacher.seed, "teacher-init"))
     model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device).to(memory_format=torch.channels_last)
     path = teacher_path(settings, teacher)
@@ -97,7 +97,7 @@ def _train_teacher(model: nn.Module, teacher: TeacherSpec, source_train: Split, 
         steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
         seed=derive_seed(teacher.seed, "teacher-batches"),
         augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment")) if policy else None,
-        desc=f"teacher {teacher.arch} on {teacher.source}", show_progress=settings.show_progress,
+        desc=f"teacher {teacher.arch} on {teacher.source}", show_progress=settings.show_progress, compile_step=settings.compile,
     )
     val = classification_metrics(predict(model, source_val.x), source_val.y, teacher.num_classes)
     return {"source_val.acc": val["acc"], "train_s": time.perf_counter() - started}

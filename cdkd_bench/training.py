@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cdkd_bench.api import PLAIN, Batch, DomainRole, Method, Outputs, Step, StepControl
+from cdkd_bench.compute import compile_backend
 from cdkd_bench.data import BatchStream, Split
 from cdkd_bench.networks import forward_outputs
 
@@ -67,6 +68,14 @@ def make_optimizer(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) \
         and len({p.device for p in params}) == 1
     return torch.optim.AdamW(groups, fused=fused)
+
+
+def compiled_forward(model: nn.Module, stages: Sequence[int], device: torch.device) -> Callable[[torch.Tensor], Outputs]:
+    """The student's forward pass captured by torch.compile (backend: compute.compile_backend)."""
+    backend = compile_backend()
+    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+    # A whole graph per step shape; components read the outputs within the step, before the next replay.
+    return torch.compile(partial(forward_outputs, model, stages=stages), backend=backend, mode=mode, dynamic=False)  # type: ignore[no-any-return]
 
 
 def _check_finite(loss: torch.Tensor, terms: Mapping[str, torch.Tensor], index: int) -> None:
@@ -131,6 +140,7 @@ def fit(
     on_checkpoint: Callable[[int], None] | None = None,
     desc: str = "train",
     show_progress: bool = False,
+    compile_step: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` (and the components' own modules) for ``steps`` steps.
 
@@ -141,6 +151,9 @@ def fit(
     ``teacher_tables`` when they are already known, else they are computed here). ``views`` are
     the augmentations components may ask for by name. After each step count listed in
     ``checkpoints``, ``on_checkpoint(step_count)`` is called (the engine evaluates there).
+    With ``compile_step`` the student's forward pass (and so its backward) is captured
+    with torch.compile: on CUDA in ``reduce-overhead`` mode, which replays the step's
+    kernels as a CUDA graph instead of launching each one from Python.
     Returns each loss term averaged over the last tenth of training.
     """
     if augment is not None and teacher is not None:
@@ -157,6 +170,7 @@ def fit(
     teacher_forward = _teacher_forward(teacher, {"source": source, "target": target}, stages, teacher_tables) \
         if teacher is not None else None
     transforms = dict(views or {})
+    student_forward = compiled_forward(model, stages, device) if compile_step else partial(forward_outputs, model, stages=stages)
 
     def view_maker(_domain: DomainRole, view: str, plain: Batch) -> Batch:
         return Batch(transforms[view](plain.x), plain.y, plain.index)
@@ -175,8 +189,7 @@ def fit(
         if target_batches is not None:
             xt, yt, target_index = target_batches.next()
             target_batch = Batch(xt, yt if reveal_target_labels else None, target_index)
-        step = Step(Batch(xs, ys, source_index), target_batch, index / steps, partial(forward_outputs, model, stages=stages),
-                    teacher_forward, view_maker)
+        step = Step(Batch(xs, ys, source_index), target_batch, index / steps, student_forward, teacher_forward, view_maker)
         # Checking finiteness reads the loss back from the device, a sync that stalls a GPU:
         # do it every few steps; a non-finite loss poisons the weights, so it is still caught.
         check = index % FINITE_CHECK_EVERY == 0 or index == steps - 1

@@ -6,8 +6,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cdkd_bench import Executor, Job, Ready, hookimpl, run_job
-from cdkd_bench.jobs import jobs_need_this_process
-from cdkd_bench.workers import run_in_this_process, run_on_workers
 
 
 class LocalExecutor(Executor):
@@ -22,6 +20,9 @@ class LocalExecutor(Executor):
     default = True
 
     def run(self, jobs: list[Job], on_result: Callable[[int, Mapping[str, Any]], None], ready: Ready | None = None) -> None:
+        from cdkd_bench.jobs import jobs_need_this_process  # imports the engine (torch): only when jobs run
+        from cdkd_bench.workers import run_in_this_process, run_on_workers
+
         workers = min(len(jobs), max((job.settings.resolved_workers() for job in jobs), default=1))
         if workers <= 1 or jobs_need_this_process():
             run_in_this_process(jobs, on_result, ready, run_job)
