@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "divided by --threads, 1 on a GPU); results do not depend on it")
     p_run.add_argument("--compile", action="store_true", default=None,
                        help="capture each training step with torch.compile (CUDA graphs on a GPU); part of the runs' numerics")
+    p_run.add_argument("--vmap-seeds", action="store_true", default=None,
+                       help="train the seeds of each configuration as one vmapped ensemble (fast on a GPU; logit-loss recipes "
+                       "only); part of the runs' numerics")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
@@ -186,7 +189,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
-_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device", "compile")
+_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device",
+              "compile", "vmap_seeds")
 
 
 def _request_from(args: argparse.Namespace) -> Any:
@@ -235,6 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=threads,
         workers=workers,
         compile=request.compile,
+        vmap_seeds=request.vmap_seeds,
         show_progress=not args.no_progress,
         command=args.command_line,
     )

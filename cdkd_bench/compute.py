@@ -83,9 +83,11 @@ def compile_backend() -> str:
     return os.environ.get(COMPILE_BACKEND_ENV, "").strip() or "inductor"
 
 
-def numerics(device: torch.device, threads: int, compiled: bool = False) -> str:
+def numerics(device: torch.device, threads: int, compiled: bool = False, vmapped: bool = False) -> str:
     """What decides a run's floating-point results besides its spec; part of run and teacher identity."""
     base = "cuda bf16-autocast" if device.type == "cuda" else f"cpu fp32 {threads} thread{'s' if threads > 1 else ''}"
+    if vmapped:  # batched kernels sum in another order than one member's would
+        base += ", seeds vmapped"
     if not compiled:
         return base
     # Generated kernels fuse and reorder arithmetic: compiled runs are their own numerics.
@@ -100,9 +102,9 @@ def use_threads(device: torch.device, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def check_numerics(planned: str, device: torch.device, threads: int, compiled: bool = False) -> None:
+def check_numerics(planned: str, device: torch.device, threads: int, compiled: bool = False, vmapped: bool = False) -> None:
     """Refuse to compute a run or teacher with other numerics than its identity says, then set the threads."""
-    actual = numerics(device, threads, compiled)
+    actual = numerics(device, threads, compiled, vmapped)
     if actual != planned:
         raise UserError(f"this work was planned for {planned!r} but would run as {actual!r}; run the grid again with matching settings")
     use_threads(device, threads)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from cdkd_bench.api import DomainRole, Method, MethodInfo, Outputs
 from cdkd_bench.augment import augmenter
 from cdkd_bench.compute import check_numerics, make_deterministic, pick_device
 from cdkd_bench.data import Split
+from cdkd_bench.ensemble import fit_ensemble
 from cdkd_bench.errors import UserError
 from cdkd_bench.evaluation import checkpoint_steps, classification_metrics, evaluate_checkpoint
 from cdkd_bench.hparams import build_hparams
@@ -27,7 +29,7 @@ from cdkd_bench.teacher_outputs import SplitName, cached_teacher_outputs
 from cdkd_bench.teachers import obtain_teacher
 from cdkd_bench.training import RunFailed, fit
 
-__all__ = ["EngineSettings", "build_components", "execute", "execute_safely"]
+__all__ = ["EngineSettings", "build_components", "execute", "execute_ensemble", "execute_safely"]
 
 
 def build_components(host: Host, spec: RunSpec, info: MethodInfo, device: torch.device) -> list[Method]:
@@ -56,29 +58,36 @@ def _view_transforms(host: Host, spec: RunSpec, components: list[Method]) -> dic
     return {view: augmenter(suite.views[view], derive_seed(spec.seed, f"view-{view}")) for view in wanted}
 
 
-def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, Any]:
-    """Run one spec end to end and return its metrics, checkpoints, timings and provenance (raises on failure)."""
+@dataclass
+class _Prepared:
+    """One run, ready to train: its teacher, student, components and the teacher outputs it reads."""
+
+    spec: RunSpec
+    teacher: nn.Module
+    teacher_metrics: dict[str, float]
+    teacher_trained: bool
+    student: nn.Module
+    components: list[Method]
+    uses_target: bool
+    reveal_labels: bool
+    teacher_target: torch.Tensor
+    tables: dict[DomainRole, Outputs] | None
+    teacher_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _prepare(spec: RunSpec, host: Host, settings: EngineSettings, device: torch.device, data: TaskData) -> _Prepared:
     started = time.perf_counter()
-    device = pick_device(settings.device)
-    check_numerics(spec.numerics, device, settings.resolved_threads(), settings.compile)
-    make_deterministic()
-    torch.manual_seed(derive_seed(spec.seed, "run"))
     suite = host.suite(spec.suite)
-    num_classes = suite.num_classes
-    data = load_task_data(host, spec, settings, device)
-    data_s = time.perf_counter() - started
-
     teacher, teacher_metrics, teacher_trained = obtain_teacher(host, spec.teacher, data.source_train, data.source_val, settings, device)
-    teacher_s = time.perf_counter() - started - data_s
-
+    teacher_s = time.perf_counter() - started
     # The same initial student for every recipe of a (task, seed): comparisons are paired.
     torch.manual_seed(derive_seed(spec.seed, "student-init"))
-    student = host.architecture(spec.student_arch, num_classes, False).to(device).to(memory_format=torch.channels_last)
-    info = _method_info(spec, student, teacher, data, suite.image_size, num_classes, device)
+    student = host.architecture(spec.student_arch, suite.num_classes, False).to(device).to(memory_format=torch.channels_last)
+    info = _method_info(spec, student, teacher, data, suite.image_size, suite.num_classes, device)
     components = build_components(host, spec, info, device)
     needs_teacher = any(c.needs_teacher for c in components)
     uses_target = any(c.uses_target for c in components)
-    reveal_labels = any(c.uses_target_labels for c in components)
 
     def teacher_table(domain: str, split: str, images: Split) -> Outputs:
         name = SplitName(domain, host.domains.get(domain).version, suite.image_size, split)
@@ -90,54 +99,110 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         tables = {"source": teacher_table(spec.source, "source_train", data.source_train)}
         if uses_target:
             tables["target"] = teacher_table(spec.target, "train", data.target_train)
-    history: list[dict[str, Any]] = []
+    return _Prepared(spec, teacher, teacher_metrics, teacher_trained, student, components, uses_target,
+                     any(c.uses_target_labels for c in components), teacher_target, tables, teacher_s)
 
-    def on_checkpoint(step: int) -> None:
-        history.append(evaluate_checkpoint(student, components, step, data.source_val, data.target_train, data.target_test,
-                                           teacher_target, num_classes))
 
-    train_started = time.perf_counter()
-    final_losses = fit(
-        student, components, data.source_train, data.target_train if uses_target else None,
-        steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
-        seed=derive_seed(spec.seed, "student-batches"),
-        teacher=teacher if needs_teacher else None,
-        teacher_tables=tables,
-        reveal_target_labels=reveal_labels,
-        views=_view_transforms(host, spec, components),
-        backbone_lr_mult=spec.backbone_lr_mult,
-        checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=on_checkpoint,
-        desc=f"{spec.recipe} seed {spec.seed}", show_progress=settings.show_progress, compile_step=settings.compile,
-    )
-    student_s = time.perf_counter() - train_started
+def _evaluate(run: _Prepared, data: TaskData, num_classes: int, step: int) -> None:
+    run.history.append(evaluate_checkpoint(run.student, run.components, step, data.source_val, data.target_train, data.target_test,
+                                           run.teacher_target, num_classes))
 
-    teacher_target_metrics = classification_metrics(teacher_target, data.target_test.y, num_classes)
+
+def _result(run: _Prepared, data: TaskData, num_classes: int, final_losses: dict[str, float], timings: dict[str, float],
+            host: Host, settings: EngineSettings, device: torch.device, **extra_provenance: Any) -> dict[str, Any]:
+    teacher_target_metrics = classification_metrics(run.teacher_target, data.target_test.y, num_classes)
     # The run's headline numbers are its last checkpoint; selection rules choose among all of them later.
     metrics: dict[str, Any] = {
-        **{k: v for k, v in history[-1].items() if k != "step"},
+        **{k: v for k, v in run.history[-1].items() if k != "step"},
         "teacher.target_test.acc": teacher_target_metrics["acc"],
         "teacher.target_test.balanced_acc": teacher_target_metrics["balanced_acc"],
-        "teacher.source_val.acc": teacher_metrics["source_val.acc"],
-        "student.params": sum(p.numel() for p in student.parameters()),
-        "teacher.params": sum(p.numel() for p in teacher.parameters()),
-        "checkpoints": history,
+        "teacher.source_val.acc": run.teacher_metrics["source_val.acc"],
+        "student.params": sum(p.numel() for p in run.student.parameters()),
+        "teacher.params": sum(p.numel() for p in run.teacher.parameters()),
+        "checkpoints": run.history,
         **{f"train_loss.{k}": v for k, v in final_losses.items()},
-    }
-    timings = {
-        "data_s": data_s,
-        "teacher_s": teacher_s,
-        "teacher_train_s": teacher_metrics.get("train_s", 0.0) if teacher_trained else 0.0,
-        "student_s": student_s,
-        "total_s": time.perf_counter() - started,
     }
     plugin_versions = {p.name: p.version for p in host.plugins if not p.error}
     return {
         "metrics": metrics,
-        "timings": timings,
-        "teacher_trained": teacher_trained,
-        "teacher_key": spec.teacher.key,
-        "provenance": provenance(device, plugin_versions, settings.command),
+        "timings": {**timings, "teacher_train_s": run.teacher_metrics.get("train_s", 0.0) if run.teacher_trained else 0.0},
+        "teacher_trained": run.teacher_trained,
+        "teacher_key": run.spec.teacher.key,
+        "provenance": {**provenance(device, plugin_versions, settings.command), **extra_provenance},
     }
+
+
+def _start(spec: RunSpec, settings: EngineSettings, vmapped: bool = False) -> torch.device:
+    device = pick_device(settings.device)
+    check_numerics(spec.numerics, device, settings.resolved_threads(), settings.compile, vmapped)
+    make_deterministic()
+    return device
+
+
+def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, Any]:
+    """Run one spec end to end and return its metrics, checkpoints, timings and provenance (raises on failure)."""
+    started = time.perf_counter()
+    device = _start(spec, settings)
+    torch.manual_seed(derive_seed(spec.seed, "run"))
+    num_classes = host.suite(spec.suite).num_classes
+    data = load_task_data(host, spec, settings, device)
+    data_s = time.perf_counter() - started
+    run = _prepare(spec, host, settings, device, data)
+
+    train_started = time.perf_counter()
+    final_losses = fit(
+        run.student, run.components, data.source_train, data.target_train if run.uses_target else None,
+        steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
+        seed=derive_seed(spec.seed, "student-batches"),
+        teacher=run.teacher if any(c.needs_teacher for c in run.components) else None,
+        teacher_tables=run.tables,
+        reveal_target_labels=run.reveal_labels,
+        views=_view_transforms(host, spec, run.components),
+        backbone_lr_mult=spec.backbone_lr_mult,
+        checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=lambda step: _evaluate(run, data, num_classes, step),
+        desc=f"{spec.recipe} seed {spec.seed}", show_progress=settings.show_progress, compile_step=settings.compile,
+    )
+    timings = {"data_s": data_s, "teacher_s": run.teacher_s, "student_s": time.perf_counter() - train_started,
+               "total_s": time.perf_counter() - started}
+    return _result(run, data, num_classes, final_losses, timings, host, settings, device)
+
+
+def execute_ensemble(specs: Sequence[RunSpec], host: Host, settings: EngineSettings) -> list[dict[str, Any]]:
+    """Run the seeds of one configuration as one vmapped ensemble; one result per spec, in order (raises on failure)."""
+    started = time.perf_counter()
+    first = specs[0]
+    if any(s.task != first.task or s.recipe != first.recipe or s.hparams != first.hparams for s in specs):
+        raise ValueError("an ensemble trains the seeds of one task, recipe and configuration")
+    device = pick_device(settings.device)
+    for spec in specs:
+        _start(spec, settings, vmapped=True)
+    num_classes = host.suite(first.suite).num_classes
+    data = load_task_data(host, first, settings, device)  # the task's splits do not depend on the seed
+    data_s = time.perf_counter() - started
+    runs = []
+    for spec in specs:
+        torch.manual_seed(derive_seed(spec.seed, "run"))
+        runs.append(_prepare(spec, host, settings, device, data))
+
+    def on_checkpoint(step: int) -> None:
+        for run in runs:
+            _evaluate(run, data, num_classes, step)
+
+    train_started = time.perf_counter()
+    final_losses = fit_ensemble(
+        [r.student for r in runs], [r.components for r in runs], data.source_train, data.target_train if runs[0].uses_target else None,
+        steps=first.steps, batch_size=first.batch_size, lr=first.lr, weight_decay=first.weight_decay,
+        seeds=[derive_seed(s.seed, "student-batches") for s in specs], teacher_tables=[r.tables for r in runs],
+        reveal_target_labels=runs[0].reveal_labels, backbone_lr_mult=first.backbone_lr_mult,
+        checkpoints=checkpoint_steps(first.steps, first.eval_points), on_checkpoint=on_checkpoint,
+        desc=f"{first.recipe} seeds {','.join(str(s.seed) for s in specs)}", show_progress=settings.show_progress,
+    )
+    student_s = time.perf_counter() - train_started
+    timings = {"data_s": data_s, "teacher_s": sum(r.teacher_s for r in runs), "student_s": student_s,
+               "total_s": time.perf_counter() - started}
+    seeds = [s.seed for s in specs]
+    return [_result(run, data, num_classes, losses, timings, host, settings, device, vmapped_with_seeds=seeds)
+            for run, losses in zip(runs, final_losses, strict=True)]
 
 
 def execute_safely(work: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -113,6 +114,17 @@ def estimated_costs(host: Host, specs: list[RunSpec]) -> list[float]:
     return [spec.steps * (2.0 if spec.recipe in slow else 1.0) for spec in specs]
 
 
+def _seed_groups(runs: list[RunSpec], vmap_seeds: bool) -> list[list[RunSpec]]:
+    """Each run alone, or (vmapped seeds) the runs that differ only in their seed together, in ``runs`` order."""
+    if not vmap_seeds:
+        return [[spec] for spec in runs]
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        unseeded = dataclasses.replace(spec, seed=0, teacher=dataclasses.replace(spec.teacher, seed=0))
+        groups.setdefault(unseeded.run_id, []).append(spec)
+    return list(groups.values())
+
+
 def _run_pipelined(
     host: Host, pending: list[RunSpec], store: Store, settings: EngineSettings, executor: Any, summary: GridSummary,
     observe: _Observers, show_progress: bool, log: Callable[[str], None],
@@ -120,15 +132,20 @@ def _run_pipelined(
     """Teachers and runs as one job list: each run waits only for its own teacher, longest runs first.
 
     Teachers another process is training right now are not waited for here: their runs
-    start when a worker is free and wait for the teacher's cache file inside the run.
+    start when a worker is free and wait for the teacher's cache file inside the run. With
+    vmapped seeds one job trains every seed of a configuration and reports each member.
     """
     teachers = list({s.teacher.key: s.teacher for s in pending}.values())
     costs = estimated_costs(host, pending)
     runs = [pending[i] for i in sorted(range(len(pending)), key=lambda i: -costs[i])]  # stable: ties keep the grid's order
+    groups = _seed_groups(runs, settings.vmap_seeds)
     position = {teacher.key: index for index, teacher in enumerate(teachers)}
     jobs = [Job("teacher", teacher, settings, wait=False) for teacher in teachers]
-    jobs += [Job("run", spec, settings, after=(position[spec.teacher.key],)) for spec in runs]
+    for group in groups:
+        after = tuple(sorted({position[spec.teacher.key] for spec in group}))
+        jobs.append(Job("ensemble", tuple(group), settings, after=after) if settings.vmap_seeds else Job("run", group[0], settings, after=after))
     teacher_errors: dict[str, str] = {}
+    claimed: dict[int, set[str]] = {}  # per ensemble job, the members this grid claimed
     disabled = progress_disabled(show_progress)
     teacher_bar = tqdm(total=len(teachers), desc="teachers", unit="teacher", disable=disabled)
     run_bar = tqdm(total=len(runs), desc="runs", unit="run", disable=disabled)
@@ -136,17 +153,31 @@ def _run_pipelined(
     def ready(index: int) -> dict[str, Any] | None:
         if index < len(teachers):
             return None
-        spec = runs[index - len(teachers)]
-        if spec.teacher.key in teacher_errors:  # fails with its teacher's error, untried
-            return {"status": "failed", "error": f"its teacher failed: {teacher_errors[spec.teacher.key]}"}
-        return _claim_before_start(spec, store, observe)
+        group = groups[index - len(teachers)]
+        failed = next((teacher_errors[s.teacher.key] for s in group if s.teacher.key in teacher_errors), None)
+        if failed is not None:  # fails with its teacher's error, untried
+            return {"status": "failed", "error": f"its teacher failed: {failed}"}
+        if not settings.vmap_seeds:
+            return _claim_before_start(group[0], store, observe)
+        # Members another process claimed are trained too (an ensemble is one computation) but not recorded here.
+        claimed[index] = {s.run_id for s in group if _claim_before_start(s, store, observe) is None}
+        return None if claimed[index] else {"status": "elsewhere"}
 
     def on_result(index: int, result: Mapping[str, Any]) -> None:
         if index < len(teachers):
             _teacher_finished(teachers[index], result, teacher_errors, summary, log)
             teacher_bar.update()
-        else:
-            _finish(store, summary, runs[index - len(teachers)], dict(result), log, observe)
+            return
+        group = groups[index - len(teachers)]
+        members = result.get("members") if result.get("status") == "done" else None
+        for k, spec in enumerate(group):
+            if index in claimed and spec.run_id not in claimed[index]:
+                outcome: dict[str, Any] = {"status": "elsewhere"}
+            elif members is not None:
+                outcome = {"status": "done", **members[k]}
+            else:  # the job's failure (or its answer from ready) is each member's
+                outcome = dict(result)
+            _finish(store, summary, spec, outcome, log, observe)
             run_bar.update()
 
     try:

@@ -6,7 +6,7 @@ from functools import partial
 from typing import Any
 
 from cdkd_bench.api import Job
-from cdkd_bench.engine import execute, execute_safely
+from cdkd_bench.engine import execute, execute_ensemble, execute_safely
 from cdkd_bench.plugins import Host, load_host
 from cdkd_bench.teachers import prepare_teacher
 
@@ -39,4 +39,6 @@ def run_job(job: Job) -> dict[str, Any]:
         return execute_safely(partial(prepare_teacher, job.spec, host, job.settings, job.wait))
     if job.kind == "run":
         return execute_safely(partial(execute, job.spec, host, job.settings))
-    return {"status": "failed", "error": f"unknown job kind {job.kind!r}; expected 'teacher' or 'run'"}
+    if job.kind == "ensemble":
+        return execute_safely(lambda: {"members": execute_ensemble(job.spec, host, job.settings)})
+    return {"status": "failed", "error": f"unknown job kind {job.kind!r}; expected 'teacher', 'run' or 'ensemble'"}

@@ -11,6 +11,7 @@ import torch
 
 from cdkd_bench.api import Method, MethodInfo, Suite
 from cdkd_bench.compute import default_threads, numerics, pick_device
+from cdkd_bench.ensemble import unsupported_in_ensemble
 from cdkd_bench.errors import UserError, unknown_name
 from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
 from cdkd_bench.networks import network_info, supports_intermediates
@@ -56,11 +57,15 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     check_teacher_recipe(request.teacher_recipe)
     # Every component's hparams in full, defaults included, so a changed default changes the hash.
     resolved = {name: build_hparams(host.methods.get(name), overrides.get(name, {})) for recipe in recipes for name in recipe.split("+")}
-    _check_recipes_fit(host, suite, recipes, resolved, teacher_arch, student_arch)
+    _check_recipes_fit(host, suite, recipes, resolved, teacher_arch, student_arch, request.vmap_seeds)
     resolved_hparams = {name: dataclasses.asdict(hparams) for name, hparams in resolved.items()}
 
     augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
-    computed_as = numerics(pick_device(request.device), request.threads or default_threads(), request.compile)
+    if request.vmap_seeds and request.compile:
+        raise UserError("vmapped seeds and --compile cannot be combined yet; choose one")
+    device, threads = pick_device(request.device), request.threads or default_threads()
+    computed_as = numerics(device, threads, request.compile, request.vmap_seeds)
+    teacher_computed_as = numerics(device, threads, request.compile)  # teachers train one by one either way
     specs = []
     for seed in seeds:
         for task in tasks:
@@ -69,7 +74,7 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
                 arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
                 num_classes=suite.num_classes, image_size=suite.image_size, budget=budget_name,
                 steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
-                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=computed_as,
+                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=teacher_computed_as,
             )
             for recipe in recipes:
                 components = recipe.split("+")
@@ -116,7 +121,8 @@ def teacher_every_step(host: Host, specs: Iterable[RunSpec]) -> set[str]:
     return slow
 
 
-def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: dict[str, Any], teacher_arch: str, student_arch: str) -> None:
+def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: dict[str, Any], teacher_arch: str, student_arch: str,
+                       vmap_seeds: bool = False) -> None:
     """Refuse, before any training, a recipe whose components cannot work with these networks or this suite."""
     info, nets, shapes = _planning_info(host, suite, teacher_arch, student_arch)
     built: dict[str, Method] = {}
@@ -134,6 +140,10 @@ def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: di
                     raise UserError(f"component {name!r} cannot work with teacher {teacher_arch!r} and student {student_arch!r}: "
                                     f"{exc}") from None
             _check_component_fits(built[name], suite, nets, shapes)
+            reason = unsupported_in_ensemble(built[name]) if vmap_seeds else None
+            if reason is not None:
+                raise UserError(f"recipe {recipe!r} cannot train its seeds as a vmapped ensemble: component {name!r} {reason[3:]}; "
+                                "run it without vmapped seeds")
 
 
 def _check_component_fits(component: Method, suite: Suite, nets: dict[str, Any], shapes: dict[str, Any]) -> None:

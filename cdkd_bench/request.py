@@ -41,6 +41,8 @@ class GridRequest:
     threads: int | None = None
     compile: bool = False
     """Capture the training step with torch.compile (CUDA graphs on a GPU); part of the numerics."""
+    vmap_seeds: bool = False
+    """Train the seeds of each configuration as one vmapped ensemble; part of the runs' numerics."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -53,7 +55,7 @@ class GridRequest:
 
 _LIST_ITEM = {"tasks": str, "recipes": str, "seeds": int}
 _INTEGER = {"threads"}
-_BOOLEAN = {"compile"}
+_BOOLEAN = {"compile", "vmap_seeds"}
 
 
 def check_value(label: str, key: str, value: Any) -> None:

@@ -22,6 +22,8 @@ class EngineSettings:
     the cores divided by ``threads`` on the CPU, 1 on a GPU (see compute.default_workers)."""
     compile: bool = False
     """Capture each training step with torch.compile (see compute.numerics: part of identity)."""
+    vmap_seeds: bool = False
+    """Train the seeds of each configuration together as one vmapped ensemble (see cdkd_bench.ensemble)."""
     show_progress: bool = False
     command: str = ""
     """The command line that started the grid, recorded in each run's provenance ("" when not from the CLI)."""

@@ -53,7 +53,7 @@ def test_a_worker_that_dies_fails_only_its_own_job_and_a_fresh_worker_takes_the_
     assert sorted(results) == [0, 1, 2]
     assert results[0]["status"] == "failed" and "its worker process died (exit code 3)" in results[0]["error"]
     for index in (1, 2):  # the job after the crash still ran, on a worker started in the dead one's place
-        assert results[index] == {"status": "failed", "error": "unknown job kind 'unknown'; expected 'teacher' or 'run'"}
+        assert results[index] == {"status": "failed", "error": "unknown job kind 'unknown'; expected 'teacher', 'run' or 'ensemble'"}
 
 
 def test_runs_that_read_the_teacher_every_step_are_scheduled_first(host) -> None:
