@@ -109,9 +109,14 @@ def run_grid(
 
 
 def estimated_costs(host: Host, specs: list[RunSpec]) -> list[float]:
-    """Each run's relative cost, for ordering: its steps, doubled when a component runs the teacher every step."""
+    """Each run's relative cost, for ordering: its steps, times the student passes a step makes (one more when
+    a component reads target batches), doubled when a component runs the teacher every step."""
     slow = teacher_every_step(host, specs)
-    return [spec.steps * (2.0 if spec.recipe in slow else 1.0) for spec in specs]
+    costs = []
+    for spec in specs:
+        passes = 2.0 if any(host.methods.get(name).uses_target for name in spec.components) else 1.0
+        costs.append(spec.steps * passes * (2.0 if spec.recipe in slow else 1.0))
+    return costs
 
 
 def _seed_groups(runs: list[RunSpec], vmap_seeds: bool) -> list[list[RunSpec]]:
