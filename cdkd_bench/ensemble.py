@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from cdkd_bench.api import Batch, DomainRole, Method, Outputs, Step
 from cdkd_bench.data import BatchStream, Split
 from cdkd_bench.networks import forward_outputs
-from cdkd_bench.training import FINITE_CHECK_EVERY, _check_finite, cosine_schedule, make_optimizer, progress_disabled
+from cdkd_bench.training import FINITE_CHECK_EVERY, _check_finite, cosine_schedule, make_optimizer, optimiser_groups, progress_disabled
 
 
 def unsupported_in_ensemble(component: Method) -> str | None:
@@ -109,21 +109,9 @@ def fit_ensemble(
             warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
             return batched(p, b, x)  # type: ignore[no-any-return]
 
-    classifier = getattr(students[0], "get_classifier", None)
-    head_ids = {id(p) for p in classifier().parameters()} if callable(classifier) else set()
-    head = {name for name, p in students[0].named_parameters() if id(p) in head_ids}
-    groups: list[dict[str, Any]] = [
-        {"params": [params[n] for n in params if n not in head], "lr": lr * backbone_lr_mult, "weight_decay": weight_decay},
-        {"params": [params[n] for n in params if n in head], "lr": lr, "weight_decay": weight_decay},
-    ]
-    for member in components:
-        for component in member:
-            for group in component.param_groups():
-                chosen = [p for p in group["params"] if p.requires_grad]
-                if chosen:
-                    groups.append({"params": chosen, "lr": lr * float(group.get("lr_mult", 1.0)),
-                                   "weight_decay": float(group.get("weight_decay", weight_decay))})
-    optimizer = make_optimizer([g for g in groups if g["params"]])
+    # The stacked weights in the student's groups, then every member's components' own groups.
+    groups = optimiser_groups(students[0], [c for member in components for c in member], lr, weight_decay, backbone_lr_mult, params)
+    optimizer = make_optimizer(groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(steps))
     source_batches = [BatchStream(source, batch_size, seed) for seed in seeds]
     target_batches = [BatchStream(target, batch_size, seed + 1) for seed in seeds] if target is not None else None

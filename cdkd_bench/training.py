@@ -42,13 +42,19 @@ def cosine_schedule(total_steps: int) -> Callable[[int], float]:
 
 
 def optimiser_groups(
-    model: nn.Module, components: Sequence[Method], lr: float, weight_decay: float, backbone_lr_mult: float
+    model: nn.Module, components: Sequence[Method], lr: float, weight_decay: float, backbone_lr_mult: float,
+    weights: Mapping[str, torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
-    """The student's head at ``lr`` and body at ``lr * backbone_lr_mult``, then each component's own groups."""
+    """The student's head at ``lr`` and body at ``lr * backbone_lr_mult``, then each component's own groups.
+
+    ``weights`` stand in for the model's parameters by name (the stacked weights of a vmapped ensemble).
+    """
     classifier = getattr(model, "get_classifier", None)
     head_ids = {id(p) for p in classifier().parameters()} if callable(classifier) else set()
-    head = [p for p in model.parameters() if id(p) in head_ids]
-    body = [p for p in model.parameters() if id(p) not in head_ids]
+    named = dict(model.named_parameters())
+    chosen = weights if weights is not None else named
+    head = [chosen[n] for n, p in named.items() if id(p) in head_ids]
+    body = [chosen[n] for n, p in named.items() if id(p) not in head_ids]
     groups: list[dict[str, Any]] = [{"params": body, "lr": lr * backbone_lr_mult, "weight_decay": weight_decay}]
     if head:
         groups.append({"params": head, "lr": lr, "weight_decay": weight_decay})
