@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--compile", action="store_true", default=None,
                        help="capture each training step with torch.compile (CUDA graphs on a GPU); part of the runs' numerics")
     p_run.add_argument("--vmap-seeds", action="store_true", default=None,
-                       help="train the seeds of each configuration as one vmapped ensemble (fast on a GPU; logit-loss recipes "
-                       "only); part of the runs' numerics")
+                       help="train the seeds of each configuration as one vmapped ensemble (fast on a GPU; recipes whose "
+                       "components read plain outputs only); part of the runs' numerics")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")

@@ -10,8 +10,11 @@ Only the student's forward and backward are vmapped; each member's loss terms ar
 computed by its own components, as in a single run. Batched kernels sum in another
 order, so a vmapped run has its own numerics (see ``compute.numerics``).
 
-Supported: components that read the student and the teacher's plain outputs (the logit
-losses), without intermediate maps, views, an owned step or an evaluation hook.
+Supported: components that read the student's and the teacher's plain outputs (logits and
+pooled features: the logit losses, ``crd``, …), without intermediate maps, views, an owned
+step or an evaluation hook. A component that draws from torch's global generator (``crd``'s
+negatives) draws in another order than K separate runs would: the same distribution, other
+draws.
 """
 
 from __future__ import annotations
