@@ -113,7 +113,7 @@ def run_on_workers(jobs: list[Job], on_result: OnResult, ready: Ready | None, wo
     """Run ``jobs`` on up to ``workers`` processes, reporting each result as it arrives."""
     schedule = _Schedule(jobs)
     context = multiprocessing.get_context("spawn")
-    threads = max((getattr(job.settings, "threads", None) or 1) for job in jobs) if jobs else 1
+    threads = max((_threads(job.settings) for job in jobs), default=1)
     pool: list[_Worker] = []
     try:
         while not schedule.finished or any(w.job is not None for w in pool):
@@ -145,6 +145,11 @@ def run_on_workers(jobs: list[Job], on_result: OnResult, ready: Ready | None, wo
             if worker.job is not None:  # interrupted: do not wait for a job nobody will record
                 worker.process.terminate()
             worker.stop()
+
+
+def _threads(settings: Any) -> int:
+    resolve = getattr(settings, "resolved_threads", None)
+    return int(resolve()) if callable(resolve) else 1
 
 
 def _receive(worker: _Worker) -> Mapping[str, Any] | None:
