@@ -111,11 +111,10 @@ def run_grid(
 def estimated_costs(host: Host, specs: list[RunSpec]) -> list[float]:
     """Each run's relative cost, for ordering: its steps, times the student passes a step makes (one more when
     a component reads target batches), doubled when a component runs the teacher every step."""
-    slow = teacher_every_step(host, specs)
     costs = []
-    for spec in specs:
+    for spec, every_step in zip(specs, teacher_every_step(host, specs), strict=True):
         passes = 2.0 if any(host.methods.get(name).uses_target for name in spec.components) else 1.0
-        costs.append(spec.steps * passes * (2.0 if spec.recipe in slow else 1.0))
+        costs.append(spec.steps * passes * (2.0 if every_step else 1.0))
     return costs
 
 

@@ -17,7 +17,7 @@ from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
 from cdkd_bench.networks import network_info, supports_intermediates
 from cdkd_bench.plugins import Host
 from cdkd_bench.request import GridRequest
-from cdkd_bench.spec import RunSpec, TeacherSpec
+from cdkd_bench.spec import RunSpec, TeacherSpec, canonical_json
 from cdkd_bench.teachers import check_teacher_recipe
 
 T = TypeVar("T")
@@ -103,22 +103,28 @@ def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: st
     return info, nets, shapes
 
 
-def teacher_every_step(host: Host, specs: Iterable[RunSpec]) -> set[str]:
-    """The recipes among ``specs`` with a component that runs the teacher at every step (intermediate maps or
-    views), as configured: a grid starts those first, since they take longest."""
-    slow: set[str] = set()
+def teacher_every_step(host: Host, specs: Iterable[RunSpec]) -> list[bool]:
+    """For each spec, whether a component runs the teacher at every step (intermediate maps or views), as
+    configured: a grid starts those first, since they take longest. Each distinct component is built once."""
     infos: dict[tuple[str, str, str], MethodInfo] = {}
+    reads: dict[tuple[tuple[str, str, str], str, str], bool] = {}
+    answers = []
     for spec in specs:
         archs = (spec.suite, spec.teacher.arch, spec.student_arch)
-        if archs not in infos:
-            infos[archs] = _planning_info(host, host.suite(spec.suite), spec.teacher.arch, spec.student_arch)[0]
+        every_step = False
         for name in spec.components:
             method = host.methods.get(name)
-            if method.needs_teacher:
+            if not method.needs_teacher:
+                continue
+            key = (archs, name, canonical_json(spec.hparams.get(name, {})))
+            if key not in reads:
+                if archs not in infos:
+                    infos[archs] = _planning_info(host, host.suite(spec.suite), spec.teacher.arch, spec.student_arch)[0]
                 component = method(build_hparams(method, spec.hparams.get(name, {})), infos[archs])
-                if component.intermediates or component.views:
-                    slow.add(spec.recipe)
-    return slow
+                reads[key] = bool(component.intermediates or component.views)
+            every_step = every_step or reads[key]
+        answers.append(every_step)
+    return answers
 
 
 def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: dict[str, Any], teacher_arch: str, student_arch: str,
