@@ -64,12 +64,19 @@ DomainRole = Literal["source", "target"]
 
 @dataclass(frozen=True)
 class DomainData:
-    """One domain's images as uint8 ``(N, C, H, W)`` tensors with int64 labels."""
+    """One domain's images as uint8 ``(N, C, H, W)`` tensors with int64 labels.
+
+    ``train_groups`` (int64, one per train image, optional) says which train images are
+    variants of one underlying item (the same scanned digit on several textures, the same
+    font's glyph of a digit): the source-validation split keeps every group whole, so
+    validation never scores a variant of an image the model trained on.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    train_groups: torch.Tensor | None = None
 
 
 

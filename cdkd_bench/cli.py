@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--vmap-seeds", action="store_true", default=None,
                        help="train the seeds of each configuration as one vmapped ensemble (fast on a GPU; recipes whose "
                        "components read plain outputs only); part of the runs' numerics")
+    p_run.add_argument("--no-augmentation-parity", dest="augmentation_parity", action="store_false", default=None,
+                       help="train students on plain source images while the teacher saw augmented ones (an ablation; "
+                       "the tables say so)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
@@ -190,7 +193,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 _RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device",
-              "compile", "vmap_seeds")
+              "compile", "vmap_seeds", "augmentation_parity")
 
 
 def _request_from(args: argparse.Namespace) -> Any:
@@ -228,7 +231,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     request = _request_from(args)
     host = load_host()
     _warn_failed_plugins(host)
-    specs = expand(host, request)
     suite = request.suite or host.default("suite")
     threads = request.threads or default_threads()
     workers = parse_count(args.workers, "--workers", "worker processes") if args.workers is not None else None
@@ -245,6 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     settings.resolved_workers()  # a bad CDKD_BENCH_WORKERS is said now, before any work
     writable_folder(args.out_dir, "leaderboard pages", "--out-dir")
+    specs = expand(host, request, settings.cache_dir, settings.data_root)
     store = Store(Path(request.store))
     import torch
 

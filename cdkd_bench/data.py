@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench.api import DataContext, Domain, DomainData
-from cdkd_bench.cache import cache_lock, load_verified, save_verified
+from cdkd_bench.cache import cache_lock, content_hash, load_verified, save_verified
 from cdkd_bench.errors import UserError
 from cdkd_bench.locations import CACHE_ENV, DATA_ENV, default_cache_dir, default_data_root  # noqa: F401 - their old home
 
@@ -32,6 +33,10 @@ def _check(domain: Domain, data: Any) -> DomainData:
             raise UserError(f"domain {domain.name!r}: {split} split has {len(x)} images and {len(y)} labels")
         if int(y.min()) < 0 or int(y.max()) >= domain.num_classes:
             raise UserError(f"domain {domain.name!r}: {split} labels must lie in [0, {domain.num_classes})")
+    groups = data.train_groups
+    if groups is not None and (groups.dtype != torch.int64 or groups.shape != data.train_y.shape):
+        raise UserError(f"domain {domain.name!r}: train_groups must be int64 with one entry per train image, "
+                        f"got {groups.dtype} {tuple(groups.shape)}")
     return data
 
 
@@ -51,7 +56,7 @@ def domain_cache_path(domain: Domain, image_size: int, cache_dir: Path) -> Path:
 
 def _usable_domain_tensors(domain: Domain) -> Callable[[dict[str, torch.Tensor], dict[str, Any]], str | None]:
     def check(tensors: dict[str, torch.Tensor], _extra: dict[str, Any]) -> str | None:
-        if set(tensors) != set(_SPLIT_FIELDS):
+        if not set(_SPLIT_FIELDS) <= set(tensors) <= {*_SPLIT_FIELDS, "train_groups"}:
             return "is missing a split"
         try:
             _check(domain, DomainData(**tensors))
@@ -65,14 +70,39 @@ def _usable_domain_tensors(domain: Domain) -> Callable[[dict[str, torch.Tensor],
 _SPLIT_FIELDS = ("train_x", "train_y", "test_x", "test_y")
 
 
+def generator_packages(domain: Domain) -> dict[str, str]:
+    """The installed versions of the packages the domain's images depend on ("absent" when not installed)."""
+    versions = {}
+    for name in domain.packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def data_hash(data: DomainData) -> str:
+    """The data's identity: a hash of its images, labels and groups exactly as the networks will see them."""
+    return content_hash(_tensors(data))[:16]
+
+
+def _tensors(data: DomainData) -> dict[str, torch.Tensor]:
+    tensors = {name: getattr(data, name) for name in _SPLIT_FIELDS}
+    if data.train_groups is not None:
+        tensors["train_groups"] = data.train_groups
+    return tensors
+
+
 def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None) -> DomainData:
     """The domain's images at ``image_size`` as uint8 RGB, decoded once and cached on disk.
 
-    The cache file records the domain, its version and the size it holds, and a hash of
-    its content; a file that does not match is rebuilt (see :mod:`cdkd_bench.cache`).
+    The cache file records the domain, its version, the size it holds and the versions of
+    the packages its images come from (a new font renderer makes new images), and a hash
+    of its content; a file that does not match is rebuilt (see :mod:`cdkd_bench.cache`).
     """
     path = domain_cache_path(domain, image_size, cache_dir)
-    identity = {"kind": "domain", "domain": domain.name, "version": domain.version, "image_size": image_size}
+    identity = {"kind": "domain", "domain": domain.name, "version": domain.version, "image_size": image_size,
+                "packages": generator_packages(domain)}
     check = _usable_domain_tensors(domain)
     cached = load_verified(path, identity, check)
     if cached is not None:
@@ -83,22 +113,50 @@ def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Pat
             return DomainData(**cached[0])
         raw = _check(domain, domain.load(DataContext(data_root, cache_dir / "raw" / domain.name)))
         data = DomainData(
-            resize_rgb(raw.train_x, image_size), raw.train_y.long(), resize_rgb(raw.test_x, image_size), raw.test_y.long()
+            resize_rgb(raw.train_x, image_size), raw.train_y.long(), resize_rgb(raw.test_x, image_size), raw.test_y.long(),
+            raw.train_groups,
         )
-        save_verified(path, identity, {name: getattr(data, name) for name in _SPLIT_FIELDS}, {})
+        save_verified(path, identity, _tensors(data), {})
     return data
 
 
-def validation_split(labels: torch.Tensor, domain_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified (train, val) indices of a domain's train split, identical for every run."""
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+
+
+def domain_fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None) -> str:
+    """:func:`data_hash` of the domain as cached, remembered while its cache file is unchanged."""
+    data = None
+    path = domain_cache_path(domain, image_size, cache_dir)
+    if not path.is_file():
+        data = load_domain(domain, image_size, cache_dir, data_root)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, tuple(sorted(generator_packages(domain).items())))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = data_hash(data if data is not None else load_domain(domain, image_size, cache_dir, data_root))
+    return _FINGERPRINTS[key]
+
+
+def validation_split(labels: torch.Tensor, domain_name: str, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (train, val) indices of a domain's train split, identical for every run.
+
+    With ``groups``, whole groups go to validation (variants of one underlying image never
+    sit on both sides), drawn per class until the class's validation tenth is reached.
+    """
     generator = torch.Generator().manual_seed(SPLIT_SEED + zlib.crc32(domain_name.encode()))
+    if groups is None:
+        groups = torch.arange(len(labels))
     train, val = [], []
     for label in labels.unique(sorted=True):
         idx = torch.nonzero(labels == label).flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        n_val = max(1, int(round(len(idx) * VAL_FRACTION)))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
+        members = groups[idx].unique(sorted=True)
+        members = members[torch.randperm(len(members), generator=generator)]
+        wanted = max(1, int(round(len(idx) * VAL_FRACTION)))
+        # Each group's size, in the drawn order: take groups until the tenth is reached.
+        sizes = (groups[idx][None, :] == members[:, None]).sum(dim=1)
+        taken = int(torch.searchsorted(sizes.cumsum(0), torch.tensor(wanted))) + 1
+        in_val = torch.isin(groups[idx], members[:taken])
+        val.append(idx[in_val])
+        train.append(idx[~in_val])
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 

@@ -41,6 +41,9 @@ class Domain:
     load: Callable[[DataContext], DomainData]
     version: int = 1
     description: str = ""
+    packages: tuple[str, ...] = ()
+    """Distributions whose installed version can change the images (a font renderer, a bundled photo):
+    they are recorded with the data and its content hash, and a new version rebuilds the cached images."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,12 @@ class Budget:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random per-image transforms applied to source batches while the teacher trains.
+    """Random per-image transforms applied to source batches: the teacher's and, under augmentation
+    parity (the default), every student's.
 
     Geometric: rotation, scale and translation (a fraction of the image size). Photometric,
     on the network's [-1, 1] inputs: a per-channel gain and bias, and a sign flip (dark-on-
-    light becomes light-on-dark) with ``invert_probability``. Students are trained without
-    augmentation so the frozen teacher's outputs can be computed once per image.
+    light becomes light-on-dark) with ``invert_probability``.
     """
 
     rotation_degrees: float = 0.0
@@ -113,8 +116,19 @@ class Suite:
     """Recipes a grid runs when none are named (the reference recipes join every grid anyway)."""
     default_seeds: tuple[int, ...] = (0, 1)
     default_budget: str = "quick"
+    converged_budget: str | None = None
+    """The budget the suite's published tables use: one at which the baselines no longer gain when it
+    doubles. Tables at any other budget are captioned as demonstrations."""
     pairs: tuple[tuple[str, str], ...] = ()
+    default_tasks: tuple[str, ...] = ()
+    """Tasks a grid runs when none are named (short or full names; empty: every task): the suite's table."""
     teacher_augmentation: Augmentation | None = None
+    """The suite's augmentation policy for source batches: the teacher's, and every student's under augmentation parity."""
+    transductive_targets: tuple[str, ...] = ()
+    """Domains evaluated by the transductive protocol when they are the target: every image of the domain is
+    unlabelled training data and test data (the Office protocol), for domains too small to hold out enough
+    test images. A recipe that reads target labels (the oracle) trains on the train split and is scored on
+    the test split instead."""
     views: Mapping[str, Augmentation] = field(default_factory=dict)
     """Named augmentations components may read (``Method.views``), e.g. ``weak`` and ``strong``."""
     default: bool = False

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from cdkd_bench.api import DomainRole, Method, MethodInfo, Outputs
-from cdkd_bench.augment import augmenter
+from cdkd_bench.augment import augmentation_from_dict, augmenter
 from cdkd_bench.compute import check_numerics, make_deterministic, pick_device
-from cdkd_bench.data import Split
+from cdkd_bench.data import Split, generator_packages
 from cdkd_bench.ensemble import fit_ensemble
 from cdkd_bench.errors import UserError
 from cdkd_bench.evaluation import checkpoint_steps, classification_metrics, evaluate_checkpoint
@@ -49,6 +49,12 @@ def _method_info(spec: RunSpec, student: nn.Module, teacher: nn.Module, data: Ta
         total_steps=spec.steps, student=student_info, teacher=teacher_info,
         split_sizes={"source": len(data.source_train), "target": len(data.target_train)}, image_size=image_size,
     )
+
+
+def source_augmenter(spec: RunSpec) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The student's source augmentation under augmentation parity (seeded per run), else None."""
+    policy = augmentation_from_dict(spec.source_augmentation)
+    return augmenter(policy, derive_seed(spec.seed, "student-source-augment")) if policy else None
 
 
 def _view_transforms(host: Host, spec: RunSpec, components: list[Method]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -93,12 +99,15 @@ def _prepare(spec: RunSpec, host: Host, settings: EngineSettings, device: torch.
         name = SplitName(domain, host.domains.get(domain).version, suite.image_size, split)
         return cached_teacher_outputs(settings, spec.teacher, teacher, name, images)
 
-    teacher_target = teacher_table(spec.target, "test", data.target_test).logits.argmax(dim=1)
+    target_train_split, target_test_split = data.target_splits
+    teacher_target = teacher_table(spec.target, target_test_split, data.target_test).logits.argmax(dim=1)
     tables: dict[DomainRole, Outputs] | None = None
     if needs_teacher and not any(c.intermediates for c in components):  # else the teacher runs per step anyway
-        tables = {"source": teacher_table(spec.source, "source_train", data.source_train)}
+        tables = {}
+        if spec.source_augmentation is None:  # augmented source batches are new images every step
+            tables["source"] = teacher_table(spec.source, "source_train", data.source_train)
         if uses_target:
-            tables["target"] = teacher_table(spec.target, "train", data.target_train)
+            tables["target"] = teacher_table(spec.target, target_train_split, data.target_train)
     return _Prepared(spec, teacher, teacher_metrics, teacher_trained, student, components, uses_target,
                      any(c.uses_target_labels for c in components), teacher_target, tables, teacher_s)
 
@@ -122,7 +131,12 @@ def _result(run: _Prepared, data: TaskData, num_classes: int, final_losses: dict
         "checkpoints": run.history,
         **{f"train_loss.{k}": v for k, v in final_losses.items()},
     }
+    metrics["target_test.images"] = len(data.target_test)
     plugin_versions = {p.name: p.version for p in host.plugins if not p.error}
+    spec = run.spec
+    data_identity = {name: {"hash": digest, "packages": generator_packages(host.domains.get(name))}
+                     for name, digest in ((spec.source, spec.teacher.source_data), (spec.target, spec.target_data))}
+    extra_provenance = {"data": data_identity, **extra_provenance}
     return {
         "metrics": metrics,
         "timings": {**timings, "teacher_train_s": run.teacher_metrics.get("train_s", 0.0) if run.teacher_trained else 0.0},
@@ -157,6 +171,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         teacher=run.teacher if any(c.needs_teacher for c in run.components) else None,
         teacher_tables=run.tables,
         reveal_target_labels=run.reveal_labels,
+        augment=source_augmenter(spec),
         views=_view_transforms(host, spec, run.components),
         backbone_lr_mult=spec.backbone_lr_mult,
         checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=lambda step: _evaluate(run, data, num_classes, step),
@@ -193,6 +208,8 @@ def execute_ensemble(specs: Sequence[RunSpec], host: Host, settings: EngineSetti
         [r.student for r in runs], [r.components for r in runs], data.source_train, data.target_train if runs[0].uses_target else None,
         steps=first.steps, batch_size=first.batch_size, lr=first.lr, weight_decay=first.weight_decay,
         seeds=[derive_seed(s.seed, "student-batches") for s in specs], teacher_tables=[r.tables for r in runs],
+        augments=[source_augmenter(s) for s in specs],
+        teachers=[r.teacher if any(c.needs_teacher for c in r.components) else None for r in runs],
         reveal_target_labels=runs[0].reveal_labels, backbone_lr_mult=first.backbone_lr_mult,
         checkpoints=checkpoint_steps(first.steps, first.eval_points), on_checkpoint=on_checkpoint,
         desc=f"{first.recipe} seeds {','.join(str(s.seed) for s in specs)}", show_progress=settings.show_progress,

@@ -10,8 +10,8 @@ Only the student's forward and backward are vmapped; each member's loss terms ar
 computed by its own components, as in a single run. Batched kernels sum in another
 order, so a vmapped run has its own numerics (see ``compute.numerics``).
 
-Supported: components that read the student's and the teacher's plain outputs (logits and
-pooled features: the logit losses, ``crd``, …), without intermediate maps, views, an owned
+Supported: components that read the student's and the teacher's outputs on the step's batches
+(logits and pooled features: the logit losses, ``crd``, …), without intermediate maps, views, an owned
 step or an evaluation hook. A component that draws from torch's global generator (``crd``'s
 negatives) draws in another order than K separate runs would: the same distribution, other
 draws.
@@ -81,6 +81,8 @@ def fit_ensemble(
     weight_decay: float,
     seeds: Sequence[int],
     teacher_tables: Sequence[Mapping[DomainRole, Outputs] | None],
+    augments: Sequence[Callable[[torch.Tensor], torch.Tensor] | None] | None = None,
+    teachers: Sequence[nn.Module | None] | None = None,
     reveal_target_labels: bool = False,
     backbone_lr_mult: float = 1.0,
     checkpoints: Sequence[int] = (),
@@ -90,8 +92,9 @@ def fit_ensemble(
 ) -> list[dict[str, float]]:
     """Train member k = ``students[k]`` with ``components[k]`` on batches drawn with ``seeds[k]``, all at once.
 
-    Mirrors :func:`cdkd_bench.training.fit` member by member (same batch streams, loss
-    terms, parameter groups and schedule). Before each checkpoint callback the members'
+    Mirrors :func:`cdkd_bench.training.fit` member by member (same batch streams, source
+    augmentation ``augments[k]``, loss terms, parameter groups and schedule). A member whose
+    source batches are augmented gets its teacher's (``teachers[k]``) outputs on them per step. Before each checkpoint callback the members'
     modules hold their current weights. Returns each member's loss terms averaged over the
     last tenth of training.
     """
@@ -128,6 +131,8 @@ def fit_ensemble(
     checkpoint_at = set(checkpoints)
     for index in tqdm(range(steps), desc=desc, leave=False, disable=progress_disabled(show_progress), mininterval=0.5):
         sources = [stream.next() for stream in source_batches]
+        if augments is not None:
+            sources = [(augment(x), y, i) if augment is not None else (x, y, i) for augment, (x, y, i) in zip(augments, sources, strict=True)]
         targets = [stream.next() for stream in target_batches] if target_batches is not None else None
         # Source first, then target: the order a single run's steps update BatchNorm statistics in.
         computed = {"source": forward(stacked, stacked_buffers, torch.stack([b[0] for b in sources]))}
@@ -145,7 +150,7 @@ def fit_ensemble(
             if "target" in computed:
                 known[id(target_batch.x)] = _member_outputs(computed["target"], k)
             step = Step(Batch(xs, ys, source_index), target_batch, index / steps, _precomputed(known),
-                        _table_lookup(teacher_tables[k]), _no_views)
+                        _teacher_outputs(teacher_tables[k], teachers[k] if teachers is not None else None), _no_views)
             terms = {"source_ce": F.cross_entropy(step.student("source").logits, ys)}
             for component in components[k]:
                 for name, value in component.loss(step).items():
@@ -186,8 +191,14 @@ def _precomputed(known: dict[int, Outputs]) -> Callable[[torch.Tensor], Outputs]
     return student
 
 
-def _table_lookup(tables: Mapping[DomainRole, Outputs] | None) -> Callable[[DomainRole, str, Batch], Outputs]:
+def _teacher_outputs(tables: Mapping[DomainRole, Outputs] | None, model: nn.Module | None) -> Callable[[DomainRole, str, Batch], Outputs]:
+    """A member's teacher: plain outputs looked up per image; a domain without a table (augmented source
+    batches) runs the member's own frozen teacher on the batch."""
+
     def teacher(domain: DomainRole, _view: str, batch: Batch) -> Outputs:
+        if (tables is None or domain not in tables) and model is not None:
+            with torch.no_grad():
+                return forward_outputs(model, batch.x)
         if tables is None or domain not in tables or batch.index is None:
             raise ValueError("a component read teacher outputs that were not precomputed for this ensemble")
         plain = tables[domain]

@@ -5,15 +5,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Hashable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from cdkd_bench.api import Method, MethodInfo, Suite
+from cdkd_bench.api import Method, MethodInfo, Suite, Task
 from cdkd_bench.compute import default_threads, numerics, pick_device
+from cdkd_bench.data import domain_fingerprint
 from cdkd_bench.ensemble import unsupported_in_ensemble
 from cdkd_bench.errors import UserError, unknown_name
 from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
+from cdkd_bench.locations import default_cache_dir, default_data_root
 from cdkd_bench.networks import network_info, supports_intermediates
 from cdkd_bench.plugins import Host
 from cdkd_bench.request import GridRequest
@@ -26,15 +29,18 @@ DOMAIN_ROLES = ("source", "target")
 log = logging.getLogger("cdkd_bench")
 
 
-def expand(host: Host, request: GridRequest) -> list[RunSpec]:
+def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data_root: Path | None = None) -> list[RunSpec]:
     """Every run the request implies, reference recipes included, in teacher-friendly order.
 
     Everything that can be checked without training is checked here: names, hparams,
     devices, and whether each recipe's components fit the chosen architectures and suite
-    (intermediate stages, views, at most one component owning the step).
+    (intermediate stages, views, at most one component owning the step). The domains are
+    generated or decoded here (once, into ``cache_dir``): their content hashes are part of
+    every run's identity.
     """
     suite = host.suite(request.suite or host.default("suite"))
-    tasks = _distinct("task", [host.task(suite, t) for t in request.tasks], lambda t: t.name) if request.tasks else list(suite.tasks)
+    named = request.tasks or suite.default_tasks
+    tasks = _distinct("task", [host.task(suite, t) for t in named], lambda t: t.name) if named else list(suite.tasks)
     budget_name = request.budget or suite.default_budget
     if budget_name not in suite.budgets:
         raise unknown_name(f"budget of suite {suite.name!r}", budget_name, suite.budgets)
@@ -61,6 +67,8 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
     resolved_hparams = {name: dataclasses.asdict(hparams) for name, hparams in resolved.items()}
 
     augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
+    student_augmentation = augmentation if request.augmentation_parity else None
+    data_hash = _data_hashes(host, suite, tasks, cache_dir or default_cache_dir(), data_root or default_data_root())
     if request.vmap_seeds and request.compile:
         raise UserError("vmapped seeds and --compile cannot be combined yet; choose one")
     device, threads = pick_device(request.device), request.threads or default_threads()
@@ -72,12 +80,15 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
             teacher = TeacherSpec(
                 suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
                 arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
-                num_classes=suite.num_classes, image_size=suite.image_size, budget=budget_name,
+                num_classes=suite.num_classes, image_size=suite.image_size,
                 steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
                 weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=teacher_computed_as,
+                source_data=data_hash[task.source],
             )
             for recipe in recipes:
                 components = recipe.split("+")
+                labelled_target = any(host.methods.get(n).uses_target_labels for n in components)
+                transductive = task.target in suite.transductive_targets and not labelled_target
                 specs.append(RunSpec(
                     suite=suite.name, task=task.name, source=task.source, target=task.target,
                     target_version=host.domains.get(task.target).version, teacher=teacher,
@@ -87,8 +98,16 @@ def expand(host: Host, request: GridRequest) -> list[RunSpec]:
                     steps=budget.student_steps, batch_size=budget.batch_size, lr=budget.lr,
                     weight_decay=budget.weight_decay, seed=seed, numerics=computed_as,
                     eval_points=budget.eval_points, backbone_lr_mult=budget.backbone_lr_mult,
+                    source_augmentation=student_augmentation, target_data=data_hash[task.target],
+                    evaluation="transductive" if transductive else "test split",
                 ))
     return specs
+
+
+def _data_hashes(host: Host, suite: Suite, tasks: Iterable[Task], cache_dir: Path, data_root: Path | None) -> dict[str, str]:
+    """Each domain's content hash, generating or decoding (and caching) the domains the tasks need."""
+    domains = dict.fromkeys(d for task in tasks for d in (task.source, task.target))
+    return {name: domain_fingerprint(host.domains.get(name), suite.image_size, cache_dir, data_root) for name in domains}
 
 
 def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: str) -> tuple[MethodInfo, dict[str, Any], dict[str, Any]]:
@@ -104,8 +123,8 @@ def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: st
 
 
 def teacher_every_step(host: Host, specs: Iterable[RunSpec]) -> list[bool]:
-    """For each spec, whether a component runs the teacher at every step (intermediate maps or views), as
-    configured: a grid starts those first, since they take longest. Each distinct component is built once."""
+    """For each spec, whether a component runs the teacher at every step (augmented source batches,
+    intermediate maps or views), as configured: a grid starts those first, since they take longest. Each distinct component is built once."""
     infos: dict[tuple[str, str, str], MethodInfo] = {}
     reads: dict[tuple[tuple[str, str, str], str, str], bool] = {}
     answers = []
@@ -115,6 +134,9 @@ def teacher_every_step(host: Host, specs: Iterable[RunSpec]) -> list[bool]:
         for name in spec.components:
             method = host.methods.get(name)
             if not method.needs_teacher:
+                continue
+            if spec.source_augmentation is not None:  # augmented source batches: the teacher runs on each one
+                every_step = True
                 continue
             key = (archs, name, canonical_json(spec.hparams.get(name, {})))
             if key not in reads:

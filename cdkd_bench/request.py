@@ -43,6 +43,8 @@ class GridRequest:
     """Capture the training step with torch.compile (CUDA graphs on a GPU); part of the numerics."""
     vmap_seeds: bool = False
     """Train the seeds of each configuration as one vmapped ensemble; part of the runs' numerics."""
+    augmentation_parity: bool = True
+    """Augment every student's source batches with the suite's policy, as the teacher's are (off: an ablation)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -55,7 +57,7 @@ class GridRequest:
 
 _LIST_ITEM = {"tasks": str, "recipes": str, "seeds": int}
 _INTEGER = {"threads"}
-_BOOLEAN = {"compile", "vmap_seeds"}
+_BOOLEAN = {"compile", "vmap_seeds", "augmentation_parity"}
 
 
 def check_value(label: str, key: str, value: Any) -> None:

@@ -13,7 +13,10 @@ from typing import Any
 #    store evaluated checkpoints and the selection rule left their identity.
 # 3: channels-last inputs and networks, fused AdamW, and augmentation parameters drawn in one
 #    batch from a generator on the device change the bits; one thread per run by default.
-PROTOCOL_VERSION = 3
+# 4: augmentation parity (students' source batches get the suite's policy too; the teacher's
+#    outputs on them are computed per step), data identity (content hashes of the domains'
+#    images) and the target's evaluation protocol joined run identity.
+PROTOCOL_VERSION = 4
 
 
 def canonical_json(obj: Any) -> str:
@@ -42,8 +45,8 @@ class TeacherSpec:
     pretrained: bool
     num_classes: int
     image_size: int
-    budget: str
     steps: int
+    """The teacher part of the budget, by its numbers (not its name: budgets with the same teacher numbers share teachers)."""
     batch_size: int
     lr: float
     weight_decay: float
@@ -51,6 +54,8 @@ class TeacherSpec:
     augmentation: dict[str, Any] | None = None
     numerics: str = ""
     """The device kind and CPU thread count the teacher is trained with (see compute.numerics)."""
+    source_data: str = ""
+    """Content hash of the source domain's images and labels as this machine generates or decodes them."""
     protocol: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,9 +92,15 @@ class RunSpec:
     weight_decay: float
     seed: int
     numerics: str = ""
+    """The device kind and CPU thread count the student is trained with (see compute.numerics)."""
     eval_points: int = 1
     backbone_lr_mult: float = 1.0
-    """The device kind and CPU thread count the student is trained with (see compute.numerics)."""
+    source_augmentation: dict[str, Any] | None = None
+    """The policy applied to the student's source batches (the suite's, under augmentation parity), or None."""
+    target_data: str = ""
+    """Content hash of the target domain's images and labels (see TeacherSpec.source_data)."""
+    evaluation: str = "test split"
+    """How the target is evaluated: ``test split`` or ``transductive`` (every target image, unlabelled, for training and evaluation)."""
     protocol: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +112,7 @@ class RunSpec:
         fields = dict(data)
         teacher = dict(fields["teacher"])
         teacher.setdefault("protocol", 1)
+        teacher.pop("budget", None)  # protocols 1-3 named the budget; it is in the run spec anyway
         fields["teacher"] = TeacherSpec(**teacher)
         fields.setdefault("protocol", 1)
         fields.pop("selection", None)  # protocol 1 kept the selection rule in the spec

@@ -6,10 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-from cdkd_bench.data import Split, load_domain, to_input, validation_split
+from cdkd_bench.api import DomainData
+from cdkd_bench.data import Split, data_hash, load_domain, to_input, validation_split
+from cdkd_bench.errors import UserError
 from cdkd_bench.plugins import Host
 from cdkd_bench.settings import EngineSettings
 from cdkd_bench.spec import RunSpec
+
+TRANSDUCTIVE = "transductive"
 
 
 @dataclass
@@ -18,17 +22,28 @@ class TaskData:
     source_val: Split
     target_train: Split
     target_test: Split
+    target_splits: tuple[str, str] = ("train", "test")
+    """Names of the target train and test splits' images (``all`` under the transductive protocol)."""
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
     return Split(to_input(x.to(device)), y.to(device))
 
 
-def load_source(host: Host, suite_name: str, source: str, settings: EngineSettings, device: torch.device) -> tuple[Split, Split]:
-    """The source domain's (train, val) splits; val is a fixed stratified tenth of its train split."""
-    suite = host.suite(suite_name)
-    data = load_domain(host.domains.get(source), suite.image_size, settings.cache_dir, settings.data_root)
-    train_idx, val_idx = validation_split(data.train_y, source)
+def _checked(host: Host, suite_name: str, domain: str, expected: str, settings: EngineSettings) -> DomainData:
+    """The domain's data, refused when it is not the data the run was planned with (other fonts, another renderer)."""
+    data = load_domain(host.domains.get(domain), host.suite(suite_name).image_size, settings.cache_dir, settings.data_root)
+    if expected and data_hash(data) != expected:
+        raise UserError(f"domain {domain!r} gives other images on this machine (content hash {data_hash(data)}) than the run "
+                        f"was planned with ({expected}); its results would not be comparable, so it is not run here")
+    return data
+
+
+def load_source(host: Host, suite_name: str, source: str, settings: EngineSettings, device: torch.device,
+                expected_hash: str = "") -> tuple[Split, Split]:
+    """The source domain's (train, val) splits; val is a fixed stratified tenth of its train split, whole groups."""
+    data = _checked(host, suite_name, source, expected_hash, settings)
+    train_idx, val_idx = validation_split(data.train_y, source, data.train_groups)
     return (
         _split(data.train_x[train_idx], data.train_y[train_idx], device),
         _split(data.train_x[val_idx], data.train_y[val_idx], device),
@@ -36,12 +51,10 @@ def load_source(host: Host, suite_name: str, source: str, settings: EngineSettin
 
 
 def load_task_data(host: Host, spec: RunSpec, settings: EngineSettings, device: torch.device) -> TaskData:
-    suite = host.suite(spec.suite)
-    source_train, source_val = load_source(host, spec.suite, spec.source, settings, device)
-    target = load_domain(host.domains.get(spec.target), suite.image_size, settings.cache_dir, settings.data_root)
-    return TaskData(
-        source_train=source_train,
-        source_val=source_val,
-        target_train=_split(target.train_x, target.train_y, device),
-        target_test=_split(target.test_x, target.test_y, device),
-    )
+    source_train, source_val = load_source(host, spec.suite, spec.source, settings, device, spec.teacher.source_data)
+    target = _checked(host, spec.suite, spec.target, spec.target_data, settings)
+    if spec.evaluation == TRANSDUCTIVE:
+        # Every target image is unlabelled training data and test data, as in the Office protocol.
+        everything = _split(torch.cat([target.train_x, target.test_x]), torch.cat([target.train_y, target.test_y]), device)
+        return TaskData(source_train, source_val, everything, everything, ("all", "all"))
+    return TaskData(source_train, source_val, _split(target.train_x, target.train_y, device), _split(target.test_x, target.test_y, device))

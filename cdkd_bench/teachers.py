@@ -111,7 +111,7 @@ def prepare_teacher(teacher: TeacherSpec, host: Host, settings: EngineSettings, 
     """
     device = pick_device(settings.device)
     make_deterministic()
-    source_train, source_val = load_source(host, teacher.suite, teacher.source, settings, device)
+    source_train, source_val = load_source(host, teacher.suite, teacher.source, settings, device, teacher.source_data)
     try:
         _, metrics, trained = obtain_teacher(host, teacher, source_train, source_val, settings, device, wait=wait)
     except TeacherBusy:

@@ -152,9 +152,10 @@ def fit(
 
     The loss is cross-entropy on the labelled source batch plus every component's terms,
     unless one component owns the step (it then drives the update through a control
-    object). ``augment`` transforms source batches (the teacher stage; it cannot be
-    combined with a teacher, whose plain outputs are precomputed per image; pass them as
-    ``teacher_tables`` when they are already known, else they are computed here). ``views`` are
+    object). ``augment`` transforms source batches (the suite's policy, for the teacher and,
+    under augmentation parity, for every student). The teacher's outputs on plain images are
+    looked up per image (pass them as ``teacher_tables`` when they are already known, else
+    they are computed here); on augmented source batches they are computed per step. ``views`` are
     the augmentations components may ask for by name. After each step count listed in
     ``checkpoints``, ``on_checkpoint(step_count)`` is called (the engine evaluates there).
     With ``compile_step`` the student's forward pass (and so its backward) is captured
@@ -162,8 +163,6 @@ def fit(
     kernels as a CUDA graph instead of launching each one from Python.
     Returns each loss term averaged over the last tenth of training.
     """
-    if augment is not None and teacher is not None:
-        raise ValueError("augmentation and a teacher cannot be combined: teacher outputs are precomputed per image")
     device = source.x.device
     optimizer = make_optimizer(optimiser_groups(model, components, lr, weight_decay, backbone_lr_mult))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(steps))
@@ -173,8 +172,9 @@ def fit(
     stages = tuple(sorted({s for c in components for s in c.intermediates}))
     owner = next((c for c in components if c.owns_step), None)
     others = [c for c in components if c is not owner]
-    teacher_forward = _teacher_forward(teacher, {"source": source, "target": target}, stages, teacher_tables) \
-        if teacher is not None else None
+    # Augmented source images are new every step: the teacher sees exactly what the student sees.
+    plain_splits: dict[DomainRole, Split | None] = {"source": source if augment is None else None, "target": target}
+    teacher_forward = _teacher_forward(teacher, plain_splits, stages, teacher_tables) if teacher is not None else None
     transforms = dict(views or {})
     student_forward = compiled_forward(model, stages, device) if compile_step else partial(forward_outputs, model, stages=stages)
 
@@ -239,7 +239,7 @@ def _teacher_forward(
     table: dict[DomainRole, Outputs] = {}
     if not stages:
         for role, split in splits.items():
-            if split is not None:
+            if split is not None:  # None: that domain's batches change every step (augmented), nothing to look up
                 table[role] = tables[role] if tables is not None and role in tables else predict_outputs(teacher, split.x)
 
     def outputs(domain: DomainRole, view: str, batch: Batch) -> Outputs:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cdkd_bench.cache import cache_lock, load_verified, save_verified, sweep_temporary_files
-from cdkd_bench.data import domain_cache_path, load_domain
+from cdkd_bench.data import domain_cache_path, generator_packages, load_domain
 from cdkd_bench.errors import UserError
 from cdkd_bench.grid import GridRequest, expand
 from cdkd_bench.settings import EngineSettings
@@ -146,7 +146,8 @@ def _shuffle_labels(payload) -> None:
 def _labels_out_of_range(path: Path, domain, size: int) -> None:
     payload = torch.load(path, weights_only=True)
     payload["tensors"]["test_y"] = payload["tensors"]["test_y"] + 10
-    identity = {"kind": "domain", "domain": domain.name, "version": domain.version, "image_size": size}
+    identity = {"kind": "domain", "domain": domain.name, "version": domain.version, "image_size": size,
+                "packages": generator_packages(domain)}
     save_verified(path, identity, payload["tensors"], payload["extra"])
 
 

@@ -26,17 +26,18 @@ def test_default_grid_shows_a_real_domain_gap_and_a_strong_teacher(host, cache_d
 
     runs = store.runs()
     teacher_val = defaultdict(list)
-    source_only = defaultdict(list)  # task -> [(source-val acc, target acc)]
+    accuracy = defaultdict(list)  # (task, recipe) -> target accuracies over seeds
     for run in runs:
         teacher_val[run.spec.source].append(run.metrics["teacher.source_val.acc"])
-        if run.spec.recipe == "source_only":
-            source_only[run.spec.task].append((run.metrics["source_val.acc"], run.metrics["target_test.acc"]))
+        accuracy[run.spec.task, run.spec.recipe].append(run.metrics["target_test.acc"])
     for source, values in teacher_val.items():
         assert min(values) >= 95.0, f"teacher on {source} reaches only {min(values):.1f}% source-val accuracy"
-    drops = {task: statistics.fmean(v - t for v, t in pairs) for task, pairs in source_only.items()}
-    assert sum(drop >= 10.0 for drop in drops.values()) >= len(drops) / 2, drops
-    for task, pairs in source_only.items():
-        assert min(t for _, t in pairs) >= 2.5 * CHANCE, f"{task}: source-only student near chance"
+    # Every task of the suite's table has a real domain gap: the source-only student at least
+    # 10 points below the reference trained with target labels.
+    for task in {spec.task for spec in specs}:
+        gap = statistics.fmean(accuracy[task, "target_oracle"]) - statistics.fmean(accuracy[task, "source_only"])
+        assert gap >= 10.0, f"{task}: source_only is only {gap:.1f} points below target_oracle"
+        assert min(accuracy[task, "source_only"]) >= 2.5 * CHANCE, f"{task}: source-only student near chance"
 
     again = run_grid(host, specs, store, settings, show_progress=False, log=lambda _m: None)
     assert (again.skipped, again.done, again.teachers_trained) == (len(specs), 0, 0)

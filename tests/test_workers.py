@@ -56,12 +56,15 @@ def test_a_worker_that_dies_fails_only_its_own_job_and_a_fresh_worker_takes_the_
         assert results[index] == {"status": "failed", "error": "unknown job kind 'unknown'; expected 'teacher', 'run' or 'ensemble'"}
 
 
-def test_a_runs_estimated_cost_counts_its_student_passes_and_teacher_passes_per_step(host) -> None:
+@pytest.mark.parametrize("parity", [False, True])
+def test_a_runs_estimated_cost_counts_its_student_passes_and_teacher_passes_per_step(host, parity: bool) -> None:
     specs = expand(host, GridRequest(tasks=("printed_to_handwritten",), recipes=("kd", "fitnet+kd", "source_only"),
-                                     seeds=(0,), budget="smoke", device="cpu"))
+                                     seeds=(0,), budget="smoke", device="cpu", augmentation_parity=parity))
     cost = dict(zip([spec.recipe for spec in specs], estimated_costs(host, specs), strict=True))
     steps = specs[0].steps  # kd and the oracle also pass target batches through the student; fitnet also runs the teacher
-    assert cost == {"source_only": steps, "kd": 2 * steps, "target_oracle": 2 * steps, "fitnet+kd": 4 * steps}
+    # Under parity every recipe with a teacher runs it on each augmented source batch.
+    kd = 4 * steps if parity else 2 * steps
+    assert cost == {"source_only": steps, "kd": kd, "target_oracle": 2 * steps, "fitnet+kd": 4 * steps}
 
 
 def _stored(store: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The embedded suite: three digit domains generated from installed packages, all six ordered pairs."""
+"""The embedded suite: four digit domains generated from installed packages, and the tasks among them that have a real gap."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from cdkd_bench import Augmentation, Budget, DataContext, Domain, Suite, hookimp
 if TYPE_CHECKING:
     from cdkd_bench import DomainData
 
-# Bump when a generator changes what it draws: cached tensors and results are keyed by it.
-GENERATOR_VERSION = 1
-# The teacher learns invariances the student is not given (see docs/protocol.md): without
-# them it is barely better than the student on any target. Components may read it as the
-# `strong` view, and a mild shift-and-scale as the `weak` one (FixMatch-style pairs).
+# Bump when a generator changes what it draws: cached tensors and results are keyed by it
+# (and by the content hash of what it drew on this machine).
+GENERATOR_VERSION = 2
+# What the generated images depend on besides this code: the bundled fonts and photos, the renderer.
+PACKAGES = ("matplotlib", "numpy", "pillow", "scikit-learn", "torch")
+# The suite's augmentation policy: the teacher's, and every student's under augmentation
+# parity (see docs/protocol.md). Components may read it as the `strong` view, and a mild
+# shift-and-scale as the `weak` one (FixMatch-style pairs).
 STRONG = Augmentation(rotation_degrees=15, scale=(0.85, 1.15), translate=0.06, gain=(0.7, 1.3), bias=0.25, invert_probability=0.2)
 WEAK = Augmentation(rotation_degrees=0, scale=(0.95, 1.05), translate=0.06)
 
@@ -32,15 +35,22 @@ def _loader(generator: str):  # type: ignore[no-untyped-def]
 def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
     register(Domain(
         "embedded.handwritten", 10, _loader("handwritten"), GENERATOR_VERSION,
-        "scikit-learn's handwritten digits (8x8 scans), upscaled, white on black",
+        "scikit-learn's 1,797 handwritten digits (8x8 scans), upscaled, white on black", PACKAGES,
     ))
     register(Domain(
         "embedded.printed", 10, _loader("printed"), GENERATOR_VERSION,
-        "digits rendered from matplotlib's fonts, scanned like the UCI digits, random grey levels",
+        "digits in matplotlib's fonts with varied stroke, slant and distortion, scanned like the UCI digits; "
+        "test fonts are families train never shows", PACKAGES,
     ))
     register(Domain(
         "embedded.textured", 10, _loader("textured"), GENERATOR_VERSION,
-        "the handwritten digits blended onto crops of scikit-learn's sample photographs (MNIST-M style)",
+        "the handwritten digits blended onto textures (MNIST-M style); train and test textures come from disjoint "
+        "photos, data renders and procedural patterns", PACKAGES,
+    ))
+    register(Domain(
+        "embedded.street", 10, _loader("street"), GENERATOR_VERSION,
+        "coloured street-number-like digits with flanking distractor digits, clutter, blur and JPEG noise (SVHN style); "
+        "held-out font families in test", PACKAGES,
     ))
 
 
@@ -48,7 +58,10 @@ def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
 def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
     register(Suite(
         name="embedded",
-        domains=("embedded.printed", "embedded.handwritten", "embedded.textured"),
+        domains=("embedded.printed", "embedded.handwritten", "embedded.textured", "embedded.street"),
+        # The two domains built on the 1,797 scikit-learn scans cannot hold out enough test images:
+        # as targets they are scored transductively, on all their images (see docs/protocol.md).
+        transductive_targets=("embedded.handwritten", "embedded.textured"),
         num_classes=10,
         image_size=32,
         budgets={
@@ -56,16 +69,25 @@ def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
             "smoke": Budget(teacher_steps=20, student_steps=10, batch_size=32, lr=1e-2, eval_points=2),
             # `quick` is sized so the default grid finishes in minutes on a 2-core CPU.
             "quick": Budget(teacher_steps=400, student_steps=200, batch_size=64, lr=1e-2, eval_points=3),
-            "default": Budget(teacher_steps=1500, student_steps=1500, batch_size=64, lr=1e-2, eval_points=5),
+            # `default` is the converged budget of the published table: doubling its student steps (`long`,
+            # same teacher) moved source_only and kd by at most 1 point on average (docs/protocol.md).
+            "default": Budget(teacher_steps=1000, student_steps=800, batch_size=64, lr=1e-2, eval_points=5),
+            "long": Budget(teacher_steps=1000, student_steps=1600, batch_size=64, lr=1e-2, eval_points=5),
             "paper": Budget(teacher_steps=5000, student_steps=5000, batch_size=128, lr=1e-2, eval_points=10),
         },
         default_teacher="resnet18_w16_32px",
         default_student="resnet10_w8_32px",
+        # Four of the twelve ordered pairs, so the no-argument run stays within minutes: three targets,
+        # three sources, the synthetic→real, MNIST→MNIST-M-like and SVHN→MNIST-like directions; each
+        # has a gap of 28-46 points between source_only and the oracle (docs/protocol.md). Any other
+        # pair runs by name (`--tasks textured_to_printed`).
+        default_tasks=("printed_to_handwritten", "street_to_handwritten", "handwritten_to_textured", "printed_to_street"),
         default_recipes=("source_only", "kd", "target_oracle"),
         default_seeds=(0, 1),
         default_budget="quick",
+        converged_budget="default",
         teacher_augmentation=STRONG,
         views={"weak": WEAK, "strong": STRONG},
         default=True,
-        description="digits: printed fonts, handwritten scans and photo-textured handwriting; no download",
+        description="digits: printed fonts, handwritten scans, photo-textured handwriting and street numbers; no download",
     ))
