@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -13,6 +15,7 @@ from cdkd_bench.declarations import Selector
 from cdkd_bench.errors import unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
+from cdkd_bench.power import ALPHA, POWER, minimal_detectable_difference
 from cdkd_bench.spec import RunSpec, canonical_json
 from cdkd_bench.store import Store, StoredRun
 
@@ -37,6 +40,10 @@ class Protocol:
     budget_numbers: str
     """Every number of the budget and the protocol version: two budgets sharing a name never share a table."""
     numerics: str
+    student_augmentation: str
+    """The students' source augmentation (canonical JSON of the policy; ``null`` when parity was off)."""
+    data: str = ""
+    """Which generated images the runs saw, where one domain came in several versions (see ``_data_variants``)."""
 
 
 ROW_NOTES = {
@@ -76,6 +83,9 @@ class Table:
     produced_with: list[str] = field(default_factory=list)
     failed_runs: list[StoredRun] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    test_images: dict[str, str] = field(default_factory=dict)
+    """Per task, how many target images each run was scored on, and by which protocol."""
 
     @property
     def common_seeds(self) -> list[int]:
@@ -123,15 +133,38 @@ def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str
     """Tables of ``runs`` under selection rule ``selection`` (the host's default rule when None)."""
     rule = selection or (host.default("selection rule") if host is not None else "last")
     selector = host.selectors.get(rule) if host is not None else None
-    by_protocol: dict[Protocol, list[StoredRun]] = defaultdict(list)
+    grouped: dict[Protocol, list[StoredRun]] = defaultdict(list)
     for run in runs:
         s = run.spec
-        by_protocol[Protocol(s.suite, s.teacher.arch, s.student_arch, s.teacher.teacher_recipe,
-                             s.label_regime, rule, s.budget, _budget_numbers(s), s.numerics)].append(run)
+        grouped[Protocol(s.suite, s.teacher.arch, s.student_arch, s.teacher.teacher_recipe, s.label_regime, rule, s.budget,
+                         _budget_numbers(s), s.numerics, canonical_json(s.source_augmentation))].append(run)
+    by_protocol: dict[Protocol, list[StoredRun]] = {}
+    for protocol, group in grouped.items():
+        for variant, members in _data_variants(group).items():
+            by_protocol[dataclasses.replace(protocol, data=variant)] = members
     tables = []
     for protocol, group in sorted(by_protocol.items(), key=lambda kv: tuple(vars(kv[0]).values())):
         tables.append(_table(protocol, group, host, selector))
     return tables
+
+
+def _domain_hashes(spec: RunSpec) -> dict[str, str]:
+    return {spec.source: spec.teacher.source_data, spec.target: spec.target_data}
+
+
+def _data_variants(group: list[StoredRun]) -> dict[str, list[StoredRun]]:
+    """Runs split by the images they saw, where a domain came with several content hashes (another
+    machine's fonts or renderer): such numbers are never merged. Usually one variant, named ""."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for run in group:
+        for domain, digest in _domain_hashes(run.spec).items():
+            seen[domain].add(digest)
+    conflicting = sorted(d for d, digests in seen.items() if len(digests) > 1)
+    variants: dict[str, list[StoredRun]] = defaultdict(list)
+    for run in group:
+        hashes = _domain_hashes(run.spec)
+        variants[", ".join(f"{d} {hashes[d]}" for d in conflicting if d in hashes)].append(run)
+    return dict(variants)
 
 
 def _task_order(protocol: Protocol, group: list[StoredRun], host: Host | None) -> list[str]:
@@ -207,7 +240,9 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
             continue
         m = selected_metrics(run, selector)
         row.values[s.task][s.seed] = m[METRIC]
-        teacher.values[s.task][s.seed] = m["teacher.target_test.acc"]
+        # Scored on the images the student rows are (the oracle's held-out split differs under the transductive protocol).
+        if row.kind != "upper_bound" or s.seed not in teacher.values[s.task]:
+            teacher.values[s.task][s.seed] = m["teacher.target_test.acc"]
         teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
     rows = sorted([teacher, *recipe_rows.values()], key=lambda r: (_KIND_ORDER[r.kind], r.name))
     for row in rows:
@@ -215,7 +250,30 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
             flags.append(f"`{row.name}` reads target labels; it is the upper bound, not a competitor.")
     if selector is not None and selector.oracle:
         flags.append(f"ORACLE SELECTION: rule `{protocol.selection}` chose checkpoints using target test labels.")
-    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs, _commands(group))
+    if protocol.data:
+        flags.append(f"Other machines generated some domains differently; this table holds only runs on: {protocol.data}.")
+    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs, _commands(group),
+                 _data_identity(group), _test_images(group))
+
+
+def _data_identity(group: list[StoredRun]) -> list[str]:
+    """Each domain's content hash and the versions of the packages its images came from (from provenance)."""
+    shown: dict[str, str] = {}
+    for run in group:
+        for domain, identity in (run.provenance.get("data") or {}).items():
+            packages = ", ".join(f"{name} {version}" for name, version in sorted(identity.get("packages", {}).items()))
+            shown.setdefault(domain, f"`{domain}` {identity.get('hash')}" + (f" ({packages})" if packages else ""))
+    return [shown[d] for d in sorted(shown)]
+
+
+def _test_images(group: list[StoredRun]) -> dict[str, str]:
+    """Per task, the number of target images the runs were scored on, per evaluation protocol."""
+    counts: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for run in group:
+        if run.status == "done" and "target_test.images" in run.metrics:
+            counts[run.spec.task][run.spec.evaluation].add(int(run.metrics["target_test.images"]))
+    return {task: "; ".join(f"{'/'.join(map(str, sorted(n)))} ({how})" for how, n in sorted(by.items()))
+            for task, by in counts.items()}
 
 
 def _produced_with(group: list[StoredRun]) -> list[str]:
@@ -238,21 +296,26 @@ def _short_task(task: str, suite: str) -> str:
     return name.replace("_to_", "→")
 
 
-def render_markdown(tables: list[Table], title: str) -> str:
+def render_markdown(tables: list[Table], title: str, host: Host | None = None) -> str:
     lines = [f"# Leaderboard: {title}", ""]
     if not tables:
         return "\n".join([*lines, "No runs in the store yet; run `cdkd-bench run` first.", ""])
     for table in tables:
-        lines += _render_table(table)
+        lines += _render_table(table, host)
     return "\n".join(lines)
 
 
-def _render_table(table: Table) -> list[str]:
+def _render_table(table: Table, host: Host | None = None) -> list[str]:
     p = table.protocol
     seeds = table.common_seeds
     seed_text = ", ".join(map(str, seeds)) if seeds else "none"
+    augmentation = "off (ablation: only the teacher saw augmented source images)" if p.student_augmentation == "null" \
+        else "on (every student's source batches get the teacher's augmentation policy)"
     lines = [
         f"## Teacher `{p.teacher_arch}` → student `{p.student_arch}`, budget `{p.budget}`",
+        "",
+        *_budget_note(table, host),
+        f"Augmentation parity: {augmentation}.",
         "",
         f"Target test top-1 accuracy (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
         f"selection rule `{p.selection}`, teacher recipe `{p.teacher_recipe}`, computed as `{p.numerics}`. "
@@ -288,6 +351,10 @@ def _render_table(table: Table) -> list[str]:
     for source, per_seed in sorted(table.teacher_source_val.items()):
         lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
     lines.append("")
+    lines += detectable_difference_lines(table, seeds)
+    if table.test_images:
+        lines += ["Target images scored per run: " + "; ".join(
+            f"{_short_task(t, p.suite)} {table.test_images[t]}" for t in table.tasks if t in table.test_images) + ".", ""]
     if table.failed_runs:
         lines += [f"Failed runs ({len(table.failed_runs)}; a later `cdkd-bench run` of the same grid retries them):", ""]
         for run in table.failed_runs[:FAILURES_LISTED]:
@@ -297,12 +364,70 @@ def _render_table(table: Table) -> list[str]:
         if len(table.failed_runs) > FAILURES_LISTED:
             lines.append(f"- … and {len(table.failed_runs) - FAILURES_LISTED} more (`cdkd-bench` stores each error with its run)")
         lines.append("")
+    if table.data:
+        lines += ["Data (content hash of each domain's images and labels, and the packages that made them): "
+                  + "; ".join(table.data) + ".", ""]
     if table.produced_with:
         lines += ["Produced with: " + "; ".join(table.produced_with) + ".", ""]
     if table.commands:
         lines += ["Produced by: " + "; ".join(f"`{command}`" for command in table.commands[:COMMANDS_LISTED])
                   + (f" and {len(table.commands) - COMMANDS_LISTED} more" if len(table.commands) > COMMANDS_LISTED else "") + ".", ""]
     return lines
+
+
+# The difference the embedded suite's published table is sized to detect (see docs/protocol.md).
+WANTED_DIFFERENCE = 3.0
+
+
+def paired_spreads(table: Table, seeds: Sequence[int]) -> tuple[dict[str, float], float | None, int]:
+    """Pooled standard deviation of the per-seed differences between each method row and the source-only row,
+    per task and for the task average, and the number of seeds paired (0 when there is nothing to pair)."""
+    base = next((r for r in table.rows if r.kind == "baseline"), None)
+    methods = [r for r in table.rows if r.kind == "method"]
+    if base is None or not methods:
+        return {}, None, 0
+    per_task: dict[str, float] = {}
+    for task in table.tasks:
+        variances = []
+        for row in methods:
+            paired = sorted(set(row.values.get(task, {})) & set(base.values.get(task, {})))
+            if len(paired) >= 2:
+                variances.append(statistics.variance([row.values[task][s] - base.values[task][s] for s in paired]))
+        if variances:
+            per_task[task] = math.sqrt(statistics.fmean(variances))
+    averaged = [statistics.variance([a - b for a, b in zip(row.average(table.tasks, seeds), base.average(table.tasks, seeds), strict=True)])
+                for row in methods if len(seeds) >= 2 and set(seeds) <= set(row.seeds_complete(table.tasks))
+                and set(seeds) <= set(base.seeds_complete(table.tasks))]
+    return per_task, (math.sqrt(statistics.fmean(averaged)) if averaged else None), len(seeds)
+
+
+def detectable_difference_lines(table: Table, seeds: Sequence[int]) -> list[str]:
+    """The minimal detectable difference (paired over seeds) under a table, per task and for avg."""
+    per_task, average, n = paired_spreads(table, seeds)
+    if n < 2 or average is None:
+        return ["Minimal detectable difference: not estimable (it needs a method row, the source-only row and at least "
+                "2 seeds every row has on every task); with fewer seeds this table cannot tell methods apart.", ""]
+    suite = table.protocol.suite
+    avg_mdd = minimal_detectable_difference(average, n)
+    tasks = "; ".join(f"{_short_task(t, suite)} {minimal_detectable_difference(sd, n):.1f}" for t, sd in per_task.items())
+    verdict = (f"a {WANTED_DIFFERENCE:g}-point difference in avg is detectable" if avg_mdd <= WANTED_DIFFERENCE
+               else f"this table cannot separate methods {WANTED_DIFFERENCE:g} points apart in avg; add seeds")
+    return [f"Minimal detectable difference (paired over the {n} seeds; two-sided paired t-test, α = {ALPHA:g}, "
+            f"power {POWER:.0%}; from the seed-to-seed spread of each method's difference to source only): "
+            f"**avg {avg_mdd:.1f} points**; per task: {tasks}. So {verdict}.", ""]
+
+
+def _budget_note(table: Table, host: Host | None) -> list[str]:
+    """Says when a table's budget is not the suite's converged one: its numbers demonstrate, they do not rank."""
+    p = table.protocol
+    if host is None or p.suite not in host.suites:
+        return []
+    converged = host.suites.get(p.suite).converged_budget
+    if converged is None or converged == p.budget:
+        return []
+    return [f"**Demonstration:** budget `{p.budget}` is shorter than `{converged}`, the budget at which this suite's methods "
+            "have converged; these numbers show that the pipeline works, not how the methods rank. "
+            f"Run `--budget {converged}` (and at least 5 seeds) for a table to cite.", ""]
 
 
 def _mean_average(table: Table, kind: str, seeds: Sequence[int]) -> float | None:
@@ -326,7 +451,7 @@ def write_leaderboard(
     """Render the suite's tables (finished and failed runs) under a selection rule and write ``out_dir/<suite>.md``."""
     check_suite_name(suite, store, host)
     tables = build_tables(store.runs(suite=suite, status=None), host, selection)
-    text = render_markdown(tables, f"suite `{suite}`")
+    text = render_markdown(tables, f"suite `{suite}`", host)
     path = writable_folder(out_dir, "leaderboard pages", "--out-dir") / f"{suite}.md"
     write_text_atomically(path, text)
     return path, text

@@ -152,3 +152,68 @@ def test_budgets_that_share_a_name_but_not_their_numbers_never_share_a_table(hos
     metrics = {"target_test.acc": 50.0, "teacher.target_test.acc": 80.0, "teacher.source_val.acc": 99.0}
     runs = [StoredRun(s.run_id, "done", s, metrics, {}, {}, None, "") for s in (spec, longer)]
     assert len(build_tables(runs, host)) == 2
+
+
+def test_the_minimal_detectable_difference_is_printed_from_the_paired_seed_differences(host, tmp_path: Path) -> None:
+    import math
+
+    from cdkd_bench.power import minimal_detectable_difference
+
+    store = Store(tmp_path / "r.sqlite")
+    kd_gain = {0: 5.0, 1: 2.0, 2: 3.5}  # kd - source_only per seed, on both tasks
+    for spec in expand(host, GridRequest(tasks=TASKS, seeds=(0, 1, 2), budget="smoke")):
+        base = 40.0 + 3 * spec.seed
+        _record(store, spec, {"source_only": base, "kd": base + kd_gain[spec.seed], "target_oracle": 95.0}[spec.recipe])
+    text = render_markdown(build_tables(store.runs(), host), "t")
+    # Independently: the per-seed differences 5, 2, 3.5 have sample sd 1.5 on each task and on avg.
+    sd = math.sqrt(((5 - 3.5) ** 2 + (2 - 3.5) ** 2 + 0) / 2)
+    expected = f"{minimal_detectable_difference(sd, 3):.1f}"
+    line = next(line for line in text.splitlines() if line.startswith("Minimal detectable difference"))
+    assert f"**avg {expected} points**" in line and f"printed→handwritten {expected}" in line
+    assert "paired over the 3 seeds" in line and "cannot separate methods 3 points apart" in line
+
+
+def test_one_seed_says_the_table_cannot_tell_methods_apart(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    for spec in expand(host, GridRequest(tasks=TASKS, seeds=(0,), budget="smoke")):
+        _record(store, spec, 50.0)
+    assert "Minimal detectable difference: not estimable" in render_markdown(build_tables(store.runs(), host), "t")
+
+
+def test_parity_off_is_its_own_table_and_says_so(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    for parity in (True, False):
+        for spec in expand(host, GridRequest(tasks=TASKS, seeds=(0,), budget="smoke", augmentation_parity=parity)):
+            _record(store, spec, 50.0)
+    text = render_markdown(build_tables(store.runs(), host), "t")
+    assert text.count("Augmentation parity: on") == 1 and text.count("Augmentation parity: off (ablation") == 1
+
+
+def test_runs_on_differently_generated_images_are_never_merged(host, tmp_path: Path) -> None:
+    import dataclasses
+
+    store = Store(tmp_path / "r.sqlite")
+    for spec in expand(host, GridRequest(tasks=TASKS[:1], seeds=(0,), budget="smoke")):
+        _record(store, spec, 50.0)
+        _record(store, dataclasses.replace(spec, target_data="ffffffffffffffff"), 60.0)  # another machine's fonts
+    tables = build_tables(store.runs(), host)
+    assert len(tables) == 2
+    assert any("embedded.handwritten ffffffffffffffff" in t.protocol.data for t in tables)
+    assert "Other machines generated some domains differently" in render_markdown(tables, "t")
+
+
+def test_the_footer_names_each_domains_content_hash_and_packages(host, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    for spec in expand(host, GridRequest(tasks=TASKS[:1], seeds=(0,), budget="smoke")):
+        data = {spec.source: {"hash": spec.teacher.source_data, "packages": {"matplotlib": "3.9.0"}},
+                spec.target: {"hash": spec.target_data, "packages": {"scikit-learn": "1.5.0"}}}
+        images = 359 if spec.evaluation == "test split" else 1797  # the oracle is scored on the held-out split
+        store.record(spec, {"status": "done", "metrics": {"target_test.acc": 50.0, "teacher.target_test.acc": 80.0,
+                                                         "teacher.source_val.acc": 99.0, "target_test.images": images},
+                            "provenance": {"data": data}})
+    text = render_markdown(build_tables(store.runs(), host), "t", host)
+    spec = store.runs()[0].spec
+    assert f"`embedded.printed` {spec.teacher.source_data} (matplotlib 3.9.0)" in text
+    assert f"`embedded.handwritten` {spec.target_data} (scikit-learn 1.5.0)" in text
+    assert "printed→handwritten 359 (test split); 1797 (transductive)" in text
+    assert "**Demonstration:** budget `smoke`" in text
