@@ -160,3 +160,17 @@ def test_data_hash_changes_with_one_pixel() -> None:
     x2[0, 0, 0, 0] = 1
     assert data_hash(DomainData(x2, y, x, y)) != first
     assert data_hash(DomainData(x, y, x, y, torch.arange(4))) != first  # groups are part of the data
+
+
+def test_a_missing_font_stops_the_grid_with_one_sentence_naming_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    from cdkd_bench.cli import main
+    from cdkd_plugins.domains import embedded_fonts
+
+    monkeypatch.setattr(embedded_fonts, "font_folder", lambda: tmp_path / "fonts-gone")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--budget", "smoke", "--tasks", "printed_to_handwritten", "--seeds", "0", "--cache-dir",
+                 str(tmp_path / "fresh-cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("cdkd-bench: error: ")
+    assert ".ttf" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "fresh-cache" / "teachers").exists()  # refused while planning, before any training
