@@ -143,7 +143,12 @@ def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str
         for variant, members in _data_variants(group).items():
             by_protocol[dataclasses.replace(protocol, data=variant)] = members
     tables = []
-    for protocol, group in sorted(by_protocol.items(), key=lambda kv: tuple(vars(kv[0]).values())):
+    def order(protocol: Protocol) -> tuple[Any, ...]:
+        # The suite's converged budget first, parity before its ablation, then by protocol.
+        converged = host.suites.get(protocol.suite).converged_budget if host is not None and protocol.suite in host.suites else None
+        return protocol.budget != converged, protocol.student_augmentation == "null", tuple(vars(protocol).values())
+
+    for protocol, group in sorted(by_protocol.items(), key=lambda kv: order(kv[0])):
         tables.append(_table(protocol, group, host, selector))
     return tables
 

@@ -69,10 +69,12 @@ def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
             "smoke": Budget(teacher_steps=20, student_steps=10, batch_size=32, lr=1e-2, eval_points=2),
             # `quick` is sized so the default grid finishes in minutes on a 2-core CPU.
             "quick": Budget(teacher_steps=400, student_steps=200, batch_size=64, lr=1e-2, eval_points=3),
-            # `default` is the converged budget of the published table: doubling its student steps (`long`,
-            # same teacher) moved source_only and kd by at most 1 point on average (docs/protocol.md).
+            # The budgets of the published table share one teacher budget and double the student's steps:
+            # at `default` kd has converged but source_only has not (+2.7 points at `long`); `long` is the
+            # converged budget the published table uses, and `longer` is its convergence check (docs/protocol.md).
             "default": Budget(teacher_steps=1000, student_steps=800, batch_size=64, lr=1e-2, eval_points=5),
             "long": Budget(teacher_steps=1000, student_steps=1600, batch_size=64, lr=1e-2, eval_points=5),
+            "longer": Budget(teacher_steps=1000, student_steps=3200, batch_size=64, lr=1e-2, eval_points=5),
             "paper": Budget(teacher_steps=5000, student_steps=5000, batch_size=128, lr=1e-2, eval_points=10),
         },
         default_teacher="resnet18_w16_32px",
@@ -85,7 +87,7 @@ def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
         default_recipes=("source_only", "kd", "target_oracle"),
         default_seeds=(0, 1),
         default_budget="quick",
-        converged_budget="default",
+        converged_budget="long",
         teacher_augmentation=STRONG,
         views={"weak": WEAK, "strong": STRONG},
         default=True,
