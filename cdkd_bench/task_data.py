@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from cdkd_bench.api import DomainData
-from cdkd_bench.data import Split, data_hash, load_domain, to_input, validation_split
+from cdkd_bench.data import Split, domain_fingerprint, load_domain, to_input, validation_split
 from cdkd_bench.errors import UserError
 from cdkd_bench.plugins import Host
 from cdkd_bench.settings import EngineSettings
@@ -32,9 +32,12 @@ def _split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
 
 def _checked(host: Host, suite_name: str, domain: str, expected: str, settings: EngineSettings) -> DomainData:
     """The domain's data, refused when it is not the data the run was planned with (other fonts, another renderer)."""
-    data = load_domain(host.domains.get(domain), host.suite(suite_name).image_size, settings.cache_dir, settings.data_root)
-    if expected and data_hash(data) != expected:
-        raise UserError(f"domain {domain!r} gives other images on this machine (content hash {data_hash(data)}) than the run "
+    declared, size = host.domains.get(domain), host.suite(suite_name).image_size
+    data = load_domain(declared, size, settings.cache_dir, settings.data_root)
+    # Remembered per cache file: a worker running many runs of one domain hashes its images once.
+    found = domain_fingerprint(declared, size, settings.cache_dir, settings.data_root) if expected else ""
+    if found != expected:
+        raise UserError(f"domain {domain!r} gives other images on this machine (content hash {found}) than the run "
                         f"was planned with ({expected}); its results would not be comparable, so it is not run here")
     return data
 
