@@ -123,11 +123,14 @@ def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Pat
 _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
-def domain_fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None) -> str:
-    """:func:`data_hash` of the domain as cached, remembered while its cache file is unchanged."""
-    data = None
+def domain_fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
+                       data: DomainData | None = None) -> str:
+    """:func:`data_hash` of the domain as cached, remembered while its cache file is unchanged.
+
+    Pass ``data`` when it was just loaded from the cache, so it is not read again.
+    """
     path = domain_cache_path(domain, image_size, cache_dir)
-    if not path.is_file():
+    if data is None and not path.is_file():
         data = load_domain(domain, image_size, cache_dir, data_root)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, tuple(sorted(generator_packages(domain).items())))

@@ -35,7 +35,7 @@ def _checked(host: Host, suite_name: str, domain: str, expected: str, settings: 
     declared, size = host.domains.get(domain), host.suite(suite_name).image_size
     data = load_domain(declared, size, settings.cache_dir, settings.data_root)
     # Remembered per cache file: a worker running many runs of one domain hashes its images once.
-    found = domain_fingerprint(declared, size, settings.cache_dir, settings.data_root) if expected else ""
+    found = domain_fingerprint(declared, size, settings.cache_dir, settings.data_root, data) if expected else ""
     if found != expected:
         raise UserError(f"domain {domain!r} gives other images on this machine (content hash {found}) than the run "
                         f"was planned with ({expected}); its results would not be comparable, so it is not run here")
