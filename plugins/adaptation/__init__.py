@@ -1,0 +1,1 @@
+"""Built-in unsupervised domain adaptation components (one module per paper)."""
