@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--teacher", help="teacher architecture (default: the suite's)")
     p_run.add_argument("--student", help="student architecture (default: the suite's)")
     p_run.add_argument("--recipes", type=_raw_list, help="comma-separated recipes, e.g. kd,kd+dann")
+    p_run.add_argument("--teacher-recipe", dest="teacher_recipe", type=_raw_list,
+                       help="how teachers are made: source (default) or adaptation components, e.g. dann or dann+mcc; "
+                       "comma-separated for several (each gets its own table)")
     p_run.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the suite's)")
     p_run.add_argument("--budget", help="budget name: quick, default, paper (default: the suite's)")
     p_run.add_argument("--set", dest="hparams", action="append", default=[], metavar="METHOD.HPARAM=VALUE",
@@ -192,7 +195,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
-_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "seeds", "budget", "selection", "executor", "store", "device",
+_RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "teacher_recipe", "seeds", "budget", "selection", "executor", "store", "device",
               "compile", "vmap_seeds", "augmentation_parity")
 
 

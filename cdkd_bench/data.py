@@ -120,7 +120,7 @@ def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Pat
     return data
 
 
-_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+_FINGERPRINTS: dict[tuple[Any, ...], tuple[str, int, int]] = {}
 
 
 def domain_fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
@@ -129,13 +129,26 @@ def domain_fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_ro
 
     Pass ``data`` when it was just loaded from the cache, so it is not read again.
     """
+    return _fingerprint(domain, image_size, cache_dir, data_root, data)[0]
+
+
+def domain_split_sizes(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None) -> tuple[int, int]:
+    """How many (train, test) images the cached domain holds, remembered with its fingerprint."""
+    _, train, test = _fingerprint(domain, image_size, cache_dir, data_root, None)
+    return train, test
+
+
+def _fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
+                 data: DomainData | None) -> tuple[str, int, int]:
     path = domain_cache_path(domain, image_size, cache_dir)
     if data is None and not path.is_file():
         data = load_domain(domain, image_size, cache_dir, data_root)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, tuple(sorted(generator_packages(domain).items())))
     if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = data_hash(data if data is not None else load_domain(domain, image_size, cache_dir, data_root))
+        if data is None:
+            data = load_domain(domain, image_size, cache_dir, data_root)
+        _FINGERPRINTS[key] = (data_hash(data), len(data.train_y), len(data.test_y))
     return _FINGERPRINTS[key]
 
 

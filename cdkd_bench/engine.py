@@ -18,10 +18,10 @@ from cdkd_bench.data import Split, generator_packages
 from cdkd_bench.ensemble import fit_ensemble
 from cdkd_bench.errors import UserError
 from cdkd_bench.evaluation import checkpoint_steps, classification_metrics, evaluate_checkpoint
-from cdkd_bench.hparams import build_hparams
 from cdkd_bench.networks import network_info
 from cdkd_bench.plugins import Host
 from cdkd_bench.provenance import provenance
+from cdkd_bench.recipes import build_recipe, view_transforms
 from cdkd_bench.settings import EngineSettings
 from cdkd_bench.spec import RunSpec, derive_seed
 from cdkd_bench.task_data import TaskData, load_task_data
@@ -33,11 +33,7 @@ __all__ = ["EngineSettings", "build_components", "execute", "execute_ensemble", 
 
 
 def build_components(host: Host, spec: RunSpec, info: MethodInfo, device: torch.device) -> list[Method]:
-    components = []
-    for name in spec.components:
-        method = host.methods.get(name)
-        components.append(method(build_hparams(method, spec.hparams.get(name, {})), info).to(device))
-    return components
+    return build_recipe(host, spec.components, spec.hparams, info, device)
 
 
 def _method_info(spec: RunSpec, student: nn.Module, teacher: nn.Module, data: TaskData, image_size: int, num_classes: int,
@@ -55,13 +51,6 @@ def source_augmenter(spec: RunSpec) -> Callable[[torch.Tensor], torch.Tensor] | 
     """The student's source augmentation under augmentation parity (seeded per run), else None."""
     policy = augmentation_from_dict(spec.source_augmentation)
     return augmenter(policy, derive_seed(spec.seed, "student-source-augment")) if policy else None
-
-
-def _view_transforms(host: Host, spec: RunSpec, components: list[Method]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The suite's augmentation for every view some component reads, each with its own seeded generator."""
-    suite = host.suite(spec.suite)
-    wanted = sorted({view for c in components for views in c.views.values() for view in views})
-    return {view: augmenter(suite.views[view], derive_seed(spec.seed, f"view-{view}")) for view in wanted}
 
 
 @dataclass
@@ -172,7 +161,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         teacher_tables=run.tables,
         reveal_target_labels=run.reveal_labels,
         augment=source_augmenter(spec),
-        views=_view_transforms(host, spec, run.components),
+        views=view_transforms(host.suite(spec.suite), run.components, spec.seed),
         backbone_lr_mult=spec.backbone_lr_mult,
         checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=lambda step: _evaluate(run, data, num_classes, step),
         desc=f"{spec.recipe} seed {spec.seed}", show_progress=settings.show_progress, compile_step=settings.compile,

@@ -194,7 +194,7 @@ def _run_pipelined(
 def _teacher_finished(
     teacher: TeacherSpec, result: Mapping[str, Any], errors: dict[str, str], summary: GridSummary, log: Callable[[str], None]
 ) -> None:
-    label = f"teacher {teacher.arch} on {teacher.source} (seed {teacher.seed})"
+    label = teacher.label
     if result["status"] != "done":
         errors[teacher.key] = result["error"]
         log(f"{label} failed: {result['error']}")

@@ -16,7 +16,7 @@ from cdkd_bench.errors import unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
 from cdkd_bench.power import ALPHA, POWER, minimal_detectable_difference
-from cdkd_bench.spec import RunSpec, canonical_json
+from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, canonical_json
 from cdkd_bench.store import Store, StoredRun
 
 METRIC = "target_test.acc"
@@ -48,6 +48,7 @@ class Protocol:
 
 ROW_NOTES = {
     "teacher": "trained on source",
+    "source_teacher": "trained on source, from the source teacher's table: what adapting it changed",
     "baseline": "student on source only",
     "method": "",
     "upper_bound": "upper bound: trained with target labels",
@@ -144,12 +145,20 @@ def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str
             by_protocol[dataclasses.replace(protocol, data=variant)] = members
     tables = []
     def order(protocol: Protocol) -> tuple[Any, ...]:
-        # The suite's converged budget first, parity before its ablation, then by protocol.
+        # The suite's converged budget first, parity before its ablation, source teachers before adapted ones, then by protocol.
         converged = host.suites.get(protocol.suite).converged_budget if host is not None and protocol.suite in host.suites else None
-        return protocol.budget != converged, protocol.student_augmentation == "null", tuple(vars(protocol).values())
+        return (protocol.budget != converged, protocol.student_augmentation == "null", protocol.teacher_recipe != SOURCE_TEACHER,
+                tuple(vars(protocol).values()))
 
     for protocol, group in sorted(by_protocol.items(), key=lambda kv: order(kv[0])):
-        tables.append(_table(protocol, group, host, selector))
+        table = _table(protocol, group, host, selector)
+        source_teacher = by_protocol.get(dataclasses.replace(protocol, teacher_recipe=SOURCE_TEACHER))
+        if protocol.teacher_recipe != SOURCE_TEACHER and source_teacher is not None:
+            # The adapted teacher's table shows the source teacher too, on the same tasks and seeds where it ran.
+            row = _teacher_row([r for r in source_teacher if r.spec.task in table.tasks], "source teacher", "source_teacher",
+                               selector, host)
+            table.rows = sorted([*table.rows, row], key=lambda r: (_KIND_ORDER[r.kind], r.name))
+        tables.append(table)
     return tables
 
 
@@ -195,7 +204,7 @@ def _row_kind(recipe: str, host: Host | None) -> str:
     return "method"
 
 
-_KIND_ORDER = {"teacher": 0, "baseline": 1, "method": 2, "upper_bound": 3}
+_KIND_ORDER = {"teacher": 0, "source_teacher": 1, "baseline": 2, "method": 3, "upper_bound": 4}
 
 
 def _configuration(spec: RunSpec) -> str:
@@ -227,9 +236,20 @@ def _differences(spec: RunSpec, others: Iterable[RunSpec]) -> str:
     return ", ".join(shown)
 
 
+def _teacher_row(group: list[StoredRun], name: str, kind: str, selector: Selector | None, host: Host | None) -> Row:
+    """The teacher's target accuracy per task and seed, read from the runs that used it."""
+    teacher = Row(name, kind=kind)
+    for run in group:
+        s = run.spec
+        # Scored on the images the student rows are (the oracle's held-out split differs under the transductive protocol).
+        if run.status == "done" and (_row_kind(s.recipe, host) != "upper_bound" or s.seed not in teacher.values[s.task]):
+            teacher.values[s.task][s.seed] = selected_metrics(run, selector)["teacher.target_test.acc"]
+    return teacher
+
+
 def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, selector: Selector | None) -> Table:
     tasks = _task_order(protocol, group, host)
-    teacher = Row("teacher", kind="teacher")
+    teacher = _teacher_row(group, "teacher", "teacher", selector, host)
     recipe_rows: dict[tuple[str, str], Row] = {}
     names = _row_names(group)
     teacher_source_val: dict[str, dict[int, float]] = defaultdict(dict)
@@ -245,9 +265,6 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
             continue
         m = selected_metrics(run, selector)
         row.values[s.task][s.seed] = m[METRIC]
-        # Scored on the images the student rows are (the oracle's held-out split differs under the transductive protocol).
-        if row.kind != "upper_bound" or s.seed not in teacher.values[s.task]:
-            teacher.values[s.task][s.seed] = m["teacher.target_test.acc"]
         teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
     rows = sorted([teacher, *recipe_rows.values()], key=lambda r: (_KIND_ORDER[r.kind], r.name))
     for row in rows:
@@ -316,8 +333,9 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
     seed_text = ", ".join(map(str, seeds)) if seeds else "none"
     augmentation = "off (ablation: only the teacher saw augmented source images)" if p.student_augmentation == "null" \
         else "on (every student's source batches get the teacher's augmentation policy)"
+    adapted_by = f" adapted by `{p.teacher_recipe}`" if p.teacher_recipe != SOURCE_TEACHER else ""
     lines = [
-        f"## Teacher `{p.teacher_arch}` → student `{p.student_arch}`, budget `{p.budget}`",
+        f"## Teacher `{p.teacher_arch}`{adapted_by} → student `{p.student_arch}`, budget `{p.budget}`",
         "",
         *_budget_note(table, host),
         f"Augmentation parity: {augmentation}.",
@@ -343,6 +361,9 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
         note = ROW_NOTES[row.kind]
         name = f"{row.name} ({note})" if note else row.name
         if row.kind == "teacher":
+            adapted = f"adapted to the target by `{p.teacher_recipe}` with unlabelled target images"
+            name = f"teacher `{p.teacher_arch}` ({adapted if p.teacher_recipe != SOURCE_TEACHER else note})"
+        elif row.kind == "source_teacher":
             name = f"teacher `{p.teacher_arch}` ({note})"
         cells = [format_cell(list(row.values.get(t, {}).values()), len(row.failed.get(t, ()))) for t in table.tasks]
         avg = row.average(table.tasks, seeds) if set(seeds) <= set(row.seeds_complete(table.tasks)) else []

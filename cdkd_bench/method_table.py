@@ -37,6 +37,8 @@ def reads(method: type[Method]) -> str:
         parts.append(f"{domain} views {'/'.join(views)}")
     if method.owns_step:
         parts.append("owns the step")
+    if method.before_evaluation is not Method.before_evaluation:
+        parts.append("unlabelled target before evaluation")
     return "; ".join(parts) or "—"
 
 

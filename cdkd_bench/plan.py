@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
@@ -12,15 +13,16 @@ import torch
 
 from cdkd_bench.api import Method, MethodInfo, Suite, Task
 from cdkd_bench.compute import default_threads, numerics, pick_device
-from cdkd_bench.data import domain_fingerprint
+from cdkd_bench.data import domain_fingerprint, domain_split_sizes
 from cdkd_bench.ensemble import unsupported_in_ensemble
 from cdkd_bench.errors import UserError, unknown_name
 from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
 from cdkd_bench.locations import default_cache_dir, default_data_root
 from cdkd_bench.networks import network_info, supports_intermediates
 from cdkd_bench.plugins import Host
+from cdkd_bench.recipes import reads_target_images
 from cdkd_bench.request import GridRequest
-from cdkd_bench.spec import RunSpec, TeacherSpec, canonical_json
+from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, TeacherSpec, canonical_json
 from cdkd_bench.teachers import check_teacher_recipe
 
 T = TypeVar("T")
@@ -59,11 +61,15 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     asked = _distinct("recipe", [canonical_recipe(r, host.methods) for r in (request.recipes or suite.default_recipes)], lambda r: r)
     references = [e.name for e in host.methods if e.value.reference]
     recipes = list(dict.fromkeys([*references, *asked]))
-    overrides = split_overrides(request.hparams, recipes, host.methods)
-    check_teacher_recipe(request.teacher_recipe)
+    teacher_recipes = _distinct("teacher recipe", [check_teacher_recipe(r, host.methods) for r in request.teacher_recipe], lambda r: r)
+    adapting = [r for r in teacher_recipes if r != SOURCE_TEACHER]
+    # An hparam override applies to its component wherever it is used: in student and teacher recipes alike.
+    overrides = split_overrides(request.hparams, [*recipes, *adapting], host.methods)
     # Every component's hparams in full, defaults included, so a changed default changes the hash.
-    resolved = {name: build_hparams(host.methods.get(name), overrides.get(name, {})) for recipe in recipes for name in recipe.split("+")}
+    resolved = {name: build_hparams(host.methods.get(name), overrides.get(name, {}))
+                for recipe in [*recipes, *adapting] for name in recipe.split("+")}
     _check_recipes_fit(host, suite, recipes, resolved, teacher_arch, student_arch, request.vmap_seeds)
+    _check_teacher_recipes_fit(host, suite, adapting, resolved, teacher_arch)
     resolved_hparams = {name: dataclasses.asdict(hparams) for name, hparams in resolved.items()}
 
     augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
@@ -74,33 +80,44 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     device, threads = pick_device(request.device), request.threads or default_threads()
     computed_as = numerics(device, threads, request.compile, request.vmap_seeds)
     teacher_computed_as = numerics(device, threads, request.compile)  # teachers train one by one either way
+    _check_target_images(host, suite, tasks, [*recipes, *adapting], cache_dir or default_cache_dir(), data_root or default_data_root())
     specs = []
-    for seed in seeds:
-        for task in tasks:
-            teacher = TeacherSpec(
-                suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
-                arch=teacher_arch, teacher_recipe=request.teacher_recipe, pretrained=False,
-                num_classes=suite.num_classes, image_size=suite.image_size,
-                steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
-                weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=teacher_computed_as,
-                source_data=data_hash[task.source],
+    for seed, teacher_recipe, task in itertools.product(seeds, teacher_recipes, tasks):
+        teacher = TeacherSpec(
+            suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
+            arch=teacher_arch, teacher_recipe=teacher_recipe, pretrained=False,
+            num_classes=suite.num_classes, image_size=suite.image_size,
+            steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
+            weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=teacher_computed_as,
+            source_data=data_hash[task.source],
+        )
+        if teacher_recipe != SOURCE_TEACHER:
+            components = teacher_recipe.split("+")
+            teacher = dataclasses.replace(
+                teacher, target=task.target, target_version=host.domains.get(task.target).version, target_data=data_hash[task.target],
+                target_evaluation="transductive" if task.target in suite.transductive_targets else "test split",
+                recipe_hparams={name: resolved_hparams[name] for name in components},
+                recipe_versions={name: host.methods.get(name).version for name in components},
             )
-            for recipe in recipes:
-                components = recipe.split("+")
-                labelled_target = any(host.methods.get(n).uses_target_labels for n in components)
-                transductive = task.target in suite.transductive_targets and not labelled_target
-                specs.append(RunSpec(
-                    suite=suite.name, task=task.name, source=task.source, target=task.target,
-                    target_version=host.domains.get(task.target).version, teacher=teacher,
-                    student_arch=student_arch, recipe=recipe, hparams={name: resolved_hparams[name] for name in components},
-                    method_versions={n: host.methods.get(n).version for n in components},
-                    label_regime=request.label_regime, budget=budget_name,
-                    steps=budget.student_steps, batch_size=budget.batch_size, lr=budget.lr,
-                    weight_decay=budget.weight_decay, seed=seed, numerics=computed_as,
-                    eval_points=budget.eval_points, backbone_lr_mult=budget.backbone_lr_mult,
-                    source_augmentation=student_augmentation, target_data=data_hash[task.target],
-                    evaluation="transductive" if transductive else "test split",
-                ))
+        for recipe in recipes:
+            components = recipe.split("+")
+            if teacher_recipe != teacher_recipes[0] and not any(host.methods.get(n).needs_teacher or host.methods.get(n).reference
+                                                                for n in components):
+                continue  # its numbers cannot depend on the teacher: it runs once, with the first teacher recipe
+            labelled_target = any(host.methods.get(n).uses_target_labels for n in components)
+            transductive = task.target in suite.transductive_targets and not labelled_target
+            specs.append(RunSpec(
+                suite=suite.name, task=task.name, source=task.source, target=task.target,
+                target_version=host.domains.get(task.target).version, teacher=teacher,
+                student_arch=student_arch, recipe=recipe, hparams={name: resolved_hparams[name] for name in components},
+                method_versions={n: host.methods.get(n).version for n in components},
+                label_regime=request.label_regime, budget=budget_name,
+                steps=budget.student_steps, batch_size=budget.batch_size, lr=budget.lr,
+                weight_decay=budget.weight_decay, seed=seed, numerics=computed_as,
+                eval_points=budget.eval_points, backbone_lr_mult=budget.backbone_lr_mult,
+                source_augmentation=student_augmentation, target_data=data_hash[task.target],
+                evaluation="transductive" if transductive else "test split",
+            ))
     return specs
 
 
@@ -108,6 +125,21 @@ def _data_hashes(host: Host, suite: Suite, tasks: Iterable[Task], cache_dir: Pat
     """Each domain's content hash, generating or decoding (and caching) the domains the tasks need."""
     domains = dict.fromkeys(d for task in tasks for d in (task.source, task.target))
     return {name: domain_fingerprint(host.domains.get(name), suite.image_size, cache_dir, data_root) for name in domains}
+
+
+def _check_target_images(host: Host, suite: Suite, tasks: Iterable[Task], recipes: Iterable[str], cache_dir: Path,
+                         data_root: Path | None) -> None:
+    """Refuse a component that needs unlabelled target images on a task whose target offers none to train on."""
+    readers = sorted({n for recipe in recipes for n in recipe.split("+") if reads_target_images(host.methods.get(n))})
+    if not readers:
+        return
+    for task in tasks:
+        if task.target in suite.transductive_targets:
+            continue  # every target image is unlabelled training data
+        train_images, _ = domain_split_sizes(host.domains.get(task.target), suite.image_size, cache_dir, data_root)
+        if train_images == 0:
+            raise UserError(f"task {task.name!r}: target {task.target!r} has no training images, and {', '.join(readers)} "
+                            "needs unlabelled target images to train or adapt; drop the task or those components")
 
 
 def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: str) -> tuple[MethodInfo, dict[str, Any], dict[str, Any]]:
@@ -172,6 +204,26 @@ def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: di
             if reason is not None:
                 raise UserError(f"recipe {recipe!r} cannot train its seeds as a vmapped ensemble: component {name!r} {reason[3:]}; "
                                 "run it without vmapped seeds")
+
+
+def _check_teacher_recipes_fit(host: Host, suite: Suite, teacher_recipes: list[str], hparams: dict[str, Any], teacher_arch: str) -> None:
+    """Refuse, before any training, a teacher recipe whose components cannot adapt this teacher architecture."""
+    if not teacher_recipes:
+        return
+    info, nets, shapes = _planning_info(host, suite, teacher_arch, teacher_arch)
+    info = dataclasses.replace(info, teacher=None, teacher_features=None)  # the teacher is the network being trained
+    for recipe in teacher_recipes:
+        names = recipe.split("+")
+        owners = [n for n in names if host.methods.get(n).owns_step]
+        if len(owners) > 1:
+            raise UserError(f"teacher recipe {recipe!r} has two components that own the training step ({' and '.join(owners)}); "
+                            "combine at most one of them with others")
+        for name in names:
+            try:
+                component = host.methods.get(name)(hparams[name], info)
+            except (ValueError, TypeError) as exc:
+                raise UserError(f"component {name!r} cannot adapt teacher {teacher_arch!r}: {exc}") from None
+            _check_component_fits(component, suite, nets, shapes)
 
 
 def _check_component_fits(component: Method, suite: Suite, nets: dict[str, Any], shapes: dict[str, Any]) -> None:

@@ -32,7 +32,9 @@ class GridRequest:
     seeds: tuple[int, ...] | None = None
     budget: str | None = None
     hparams: Mapping[str, Any] = field(default_factory=dict)
-    teacher_recipe: str = "source"
+    teacher_recipe: tuple[str, ...] = ("source",)
+    """How the teachers are made: ``source``, or adaptation components (``dann``, ``dann+mcc``); several make several tables.
+    A grid file may give one name or a list."""
     label_regime: str = "uda"
     selection: str | None = None
     executor: str | None = None
@@ -51,17 +53,21 @@ class GridRequest:
             value = getattr(self, f.name)
             if value is not None and f.name != "hparams":
                 check_value(f"grid field {f.name!r}", f.name, value)
+        if isinstance(self.teacher_recipe, str):  # one name, as a grid file or a caller may write it
+            object.__setattr__(self, "teacher_recipe", (self.teacher_recipe,))
         if not isinstance(self.hparams, Mapping):
             raise UserError(f"grid field 'hparams' must map method.hparam names to values, got {self.hparams!r}")
 
 
-_LIST_ITEM = {"tasks": str, "recipes": str, "seeds": int}
+_LIST_ITEM = {"tasks": str, "recipes": str, "seeds": int, "teacher_recipe": str}
 _INTEGER = {"threads"}
 _BOOLEAN = {"compile", "vmap_seeds", "augmentation_parity"}
 
 
 def check_value(label: str, key: str, value: Any) -> None:
     """One field of a request: its type, not empty, no control characters, numbers in range."""
+    if key == "teacher_recipe" and isinstance(value, str):
+        value = (value,)
     if key in _LIST_ITEM:
         kind = _LIST_ITEM[key]
         if not isinstance(value, tuple | list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):

@@ -57,13 +57,41 @@ class TeacherSpec:
     source_data: str = ""
     """Content hash of the source domain's images and labels as this machine generates or decodes them."""
     protocol: int = PROTOCOL_VERSION
+    # An adapted teacher (teacher_recipe other than "source") also depends on the target it was adapted to,
+    # the unlabelled images it saw there, and its recipe's resolved hparams and component versions.
+    target: str = ""
+    target_version: int = 0
+    target_data: str = ""
+    target_evaluation: str = ""
+    """Which target images the adaptation saw, unlabelled: ``test split`` (the train split) or ``transductive`` (all)."""
+    recipe_hparams: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    recipe_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def adapted(self) -> bool:
+        return self.teacher_recipe != SOURCE_TEACHER
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.adapted:  # a source teacher depends on none of them: its key stays what it was before they existed
+            for name in _ADAPTATION_FIELDS:
+                data.pop(name)
+        return data
 
     @property
     def key(self) -> str:
         return digest(self.to_dict())
+
+    @property
+    def label(self) -> str:
+        """How logs name this teacher."""
+        where = f"teacher {self.arch} on {self.source} (seed {self.seed})"
+        return f"{where} adapted to {self.target} by {self.teacher_recipe}" if self.adapted else where
+
+
+SOURCE_TEACHER = "source"
+"""The teacher recipe of a teacher trained on labelled source data only."""
+_ADAPTATION_FIELDS = ("target", "target_version", "target_data", "target_evaluation", "recipe_hparams", "recipe_versions")
 
 
 @dataclass(frozen=True)

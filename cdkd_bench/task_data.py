@@ -11,7 +11,7 @@ from cdkd_bench.data import Split, domain_fingerprint, load_domain, to_input, va
 from cdkd_bench.errors import UserError
 from cdkd_bench.plugins import Host
 from cdkd_bench.settings import EngineSettings
-from cdkd_bench.spec import RunSpec
+from cdkd_bench.spec import RunSpec, TeacherSpec
 
 TRANSDUCTIVE = "transductive"
 
@@ -57,7 +57,20 @@ def load_task_data(host: Host, spec: RunSpec, settings: EngineSettings, device: 
     source_train, source_val = load_source(host, spec.suite, spec.source, settings, device, spec.teacher.source_data)
     target = _checked(host, spec.suite, spec.target, spec.target_data, settings)
     if spec.evaluation == TRANSDUCTIVE:
-        # Every target image is unlabelled training data and test data, as in the Office protocol.
-        everything = _split(torch.cat([target.train_x, target.test_x]), torch.cat([target.train_y, target.test_y]), device)
+        everything = _all_images(target, device)
         return TaskData(source_train, source_val, everything, everything, ("all", "all"))
     return TaskData(source_train, source_val, _split(target.train_x, target.train_y, device), _split(target.test_x, target.test_y, device))
+
+
+def load_unlabelled_target(host: Host, teacher: TeacherSpec, settings: EngineSettings, device: torch.device) -> Split:
+    """The target images an adapted teacher trains on: the ones its students see unlabelled (labels kept, never revealed)."""
+    target = _checked(host, teacher.suite, teacher.target, teacher.target_data, settings)
+    if teacher.target_evaluation == TRANSDUCTIVE:
+        return _all_images(target, device)
+    return _split(target.train_x, target.train_y, device)
+
+
+def _all_images(data: DomainData, device: torch.device) -> Split:
+    """Every image of a domain as one split: under the transductive protocol (the Office protocol)
+    every target image is unlabelled training data and test data."""
+    return _split(torch.cat([data.train_x, data.test_x]), torch.cat([data.train_y, data.test_y]), device)

@@ -9,25 +9,40 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdkd_bench.api import Method, MethodInfo
 from cdkd_bench.augment import augmentation_from_dict, augmenter
 from cdkd_bench.cache import cache_lock, is_locked, load_verified, non_finite, save_verified
 from cdkd_bench.compute import check_numerics, make_deterministic, pick_device
 from cdkd_bench.data import Split
 from cdkd_bench.errors import UserError
 from cdkd_bench.evaluation import classification_metrics, predict
+from cdkd_bench.hparams import canonical_recipe
+from cdkd_bench.networks import network_info
 from cdkd_bench.plugins import Host
+from cdkd_bench.recipes import build_recipe, view_transforms
+from cdkd_bench.registry import Registry
 from cdkd_bench.settings import EngineSettings
-from cdkd_bench.spec import TeacherSpec, derive_seed
-from cdkd_bench.task_data import load_source
+from cdkd_bench.spec import SOURCE_TEACHER, TeacherSpec, derive_seed
+from cdkd_bench.task_data import load_source, load_unlabelled_target
 from cdkd_bench.training import fit
 
-SUPPORTED_TEACHER_RECIPES = ("source",)
 
+def check_teacher_recipe(recipe: str, methods: Registry[type[Method]]) -> str:
+    """The canonical teacher recipe: ``source``, or adaptation components joined by ``+`` (``dann``, ``dann+mcc``).
 
-def check_teacher_recipe(name: str) -> None:
-    """Reject teacher recipes the engine cannot train (checked when a grid expands, and again per run)."""
-    if name not in SUPPORTED_TEACHER_RECIPES:
-        raise UserError(f"teacher recipe {name!r} is not supported yet; use one of {', '.join(SUPPORTED_TEACHER_RECIPES)}")
+    Anything else is refused in one sentence: distillation components have no teacher to learn
+    from at this stage, and no component may read target labels.
+    """
+    if recipe == SOURCE_TEACHER:
+        return recipe
+    canonical = canonical_recipe(recipe, methods)
+    for name in canonical.split("+"):
+        method = methods.get(name)
+        if method.family != "adaptation" or method.needs_teacher or method.uses_target_labels:
+            raise UserError(f"teacher recipe {recipe!r} names {name!r}, which is not an adaptation component (family "
+                            f"{method.family!r}); a teacher is trained on source ('source') or adapted with unlabelled "
+                            "target images by adaptation components, e.g. 'dann' or 'dann+mcc'")
+    return canonical
 
 
 class TeacherBusy(Exception):
@@ -68,7 +83,7 @@ def obtain_teacher(
     :class:`TeacherBusy` instead of waiting. Returns (model, its source-stage metrics,
     whether it was trained now).
     """
-    check_teacher_recipe(teacher.teacher_recipe)
+    check_teacher_recipe(teacher.teacher_recipe, host.methods)
     check_numerics(teacher.numerics, device, settings.resolved_threads(), settings.compile)
     torch.manual_seed(derive_seed(teacher.seed, "teacher-init"))
     model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device).to(memory_format=torch.channels_last)
@@ -81,7 +96,7 @@ def obtain_teacher(
         with cache_lock(path):
             metrics = _load_teacher(model, teacher, path, report=False)  # trained meanwhile by another process?
             if metrics is None:
-                metrics = _train_teacher(model, teacher, source_train, source_val, settings)
+                metrics = _train_teacher(host, model, teacher, source_train, source_val, settings)
                 save_verified(path, {"kind": "teacher", **teacher.to_dict()}, model.state_dict(), {"metrics": metrics})
                 trained_now = True
     model.eval()
@@ -89,18 +104,40 @@ def obtain_teacher(
     return model, metrics, trained_now
 
 
-def _train_teacher(model: nn.Module, teacher: TeacherSpec, source_train: Split, source_val: Split, settings: EngineSettings) -> dict[str, float]:
+def _train_teacher(host: Host, model: nn.Module, teacher: TeacherSpec, source_train: Split, source_val: Split,
+                   settings: EngineSettings) -> dict[str, float]:
+    """Supervised on source (the recipe ``source``), or on source plus the recipe's adaptation terms on unlabelled target images."""
     started = time.perf_counter()
+    device = source_train.x.device
     policy = augmentation_from_dict(teacher.augmentation)
-    fit(
-        model, [], source_train, None,
+    components: list[Method] = []
+    target_train: Split | None = None
+    if teacher.adapted:
+        target_train = load_unlabelled_target(host, teacher, settings, device)
+        components = build_recipe(host, teacher.teacher_recipe.split("+"), teacher.recipe_hparams,
+                                  teacher_stage_info(model, teacher, len(source_train), len(target_train), device), device)
+    losses = fit(
+        model, components, source_train, target_train if any(c.uses_target for c in components) else None,
         steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
         seed=derive_seed(teacher.seed, "teacher-batches"),
         augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment")) if policy else None,
-        desc=f"teacher {teacher.arch} on {teacher.source}", show_progress=settings.show_progress, compile_step=settings.compile,
+        views=view_transforms(host.suite(teacher.suite), components, teacher.seed, "teacher-view"),
+        desc=teacher.label, show_progress=settings.show_progress, compile_step=settings.compile,
     )
+    if target_train is not None:
+        for component in components:  # AdaBN: the cached teacher keeps the target's BatchNorm statistics
+            component.before_evaluation(model, target_train.x)
     val = classification_metrics(predict(model, source_val.x), source_val.y, teacher.num_classes)
-    return {"source_val.acc": val["acc"], "train_s": time.perf_counter() - started}
+    return {"source_val.acc": val["acc"], "train_s": time.perf_counter() - started,
+            **{f"train_loss.{name}": value for name, value in losses.items() if teacher.adapted}}
+
+
+def teacher_stage_info(model: nn.Module, teacher: TeacherSpec, source_size: int, target_size: int, device: torch.device) -> MethodInfo:
+    """What adaptation components see while they adapt a teacher: the teacher is the network they train."""
+    shape = network_info(model, teacher.arch, teacher.image_size, device)
+    return MethodInfo(num_classes=teacher.num_classes, student_features=shape.num_features, teacher_features=None,
+                      total_steps=teacher.steps, student=shape, teacher=None,
+                      split_sizes={"source": source_size, "target": target_size}, image_size=teacher.image_size)
 
 
 def prepare_teacher(teacher: TeacherSpec, host: Host, settings: EngineSettings, wait: bool = True) -> dict[str, Any]:

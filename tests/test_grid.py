@@ -75,8 +75,8 @@ def test_unknown_task_and_budget_suggest(host) -> None:
 
 
 def test_unsupported_teacher_recipe_and_regime_fail_before_training(host) -> None:
-    with pytest.raises(UserError, match="teacher recipe 'dann' is not supported yet; use one of source"):
-        expand(host, GridRequest(teacher_recipe="dann"))
+    with pytest.raises(UserError, match="teacher recipe 'kd' names 'kd', which is not an adaptation component"):
+        expand(host, GridRequest(teacher_recipe="kd"))
     with pytest.raises(UserError, match="label regime 'ssda-3' is not supported yet; use one of uda"):
         expand(host, GridRequest(label_regime="ssda-3"))
 
