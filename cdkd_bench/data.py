@@ -29,9 +29,10 @@ def _check(domain: Domain, data: Any) -> DomainData:
         x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
             raise UserError(f"domain {domain.name!r}: {split} images must be uint8 (N, 1 or 3, H, W), got {x.dtype} {tuple(x.shape)}")
-        if len(x) != len(y) or len(x) == 0:
+        # A train split may be empty: a test-only domain (a held-out evaluation set) can be a target, never a source.
+        if len(x) != len(y) or (len(x) == 0 and split == "test"):
             raise UserError(f"domain {domain.name!r}: {split} split has {len(x)} images and {len(y)} labels")
-        if int(y.min()) < 0 or int(y.max()) >= domain.num_classes:
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= domain.num_classes):
             raise UserError(f"domain {domain.name!r}: {split} labels must lie in [0, {domain.num_classes})")
     groups = data.train_groups
     if groups is not None and (groups.dtype != torch.int64 or groups.shape != data.train_y.shape):

@@ -80,7 +80,8 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     device, threads = pick_device(request.device), request.threads or default_threads()
     computed_as = numerics(device, threads, request.compile, request.vmap_seeds)
     teacher_computed_as = numerics(device, threads, request.compile)  # teachers train one by one either way
-    _check_target_images(host, suite, tasks, [*recipes, *adapting], cache_dir or default_cache_dir(), data_root or default_data_root())
+    no_target_images = _tasks_without_target_images(host, suite, tasks, [*recipes, *adapting], cache_dir or default_cache_dir(),
+                                                    data_root or default_data_root())
     specs = []
     for seed, teacher_recipe, task in itertools.product(seeds, teacher_recipes, tasks):
         teacher = TeacherSpec(
@@ -104,6 +105,8 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
             if teacher_recipe != teacher_recipes[0] and not any(host.methods.get(n).needs_teacher or host.methods.get(n).reference
                                                                 for n in components):
                 continue  # its numbers cannot depend on the teacher: it runs once, with the first teacher recipe
+            if task.name in no_target_images and any(reads_target_images(host.methods.get(n)) for n in components):
+                continue
             labelled_target = any(host.methods.get(n).uses_target_labels for n in components)
             transductive = task.target in suite.transductive_targets and not labelled_target
             specs.append(RunSpec(
@@ -124,22 +127,31 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
 def _data_hashes(host: Host, suite: Suite, tasks: Iterable[Task], cache_dir: Path, data_root: Path | None) -> dict[str, str]:
     """Each domain's content hash, generating or decoding (and caching) the domains the tasks need."""
     domains = dict.fromkeys(d for task in tasks for d in (task.source, task.target))
-    return {name: domain_fingerprint(host.domains.get(name), suite.image_size, cache_dir, data_root) for name in domains}
+    hashes = {name: domain_fingerprint(host.domains.get(name), suite.image_size, cache_dir, data_root) for name in domains}
+    for task in tasks:
+        if domain_split_sizes(host.domains.get(task.source), suite.image_size, cache_dir, data_root)[0] == 0:
+            raise UserError(f"task {task.name!r}: source {task.source!r} has no training images (a test-only domain can be "
+                            "a target, never a source)")
+    return hashes
 
 
-def _check_target_images(host: Host, suite: Suite, tasks: Iterable[Task], recipes: Iterable[str], cache_dir: Path,
-                         data_root: Path | None) -> None:
-    """Refuse a component that needs unlabelled target images on a task whose target offers none to train on."""
+def _tasks_without_target_images(host: Host, suite: Suite, tasks: Iterable[Task], recipes: Iterable[str], cache_dir: Path,
+                                 data_root: Path | None) -> set[str]:
+    """Tasks whose target has no unlabelled images to train on (a test-only domain); a recipe that needs
+    them there is refused, and the reference recipes that would need them are left out of those tasks."""
     readers = sorted({n for recipe in recipes for n in recipe.split("+") if reads_target_images(host.methods.get(n))})
     if not readers:
-        return
-    for task in tasks:
-        if task.target in suite.transductive_targets:
-            continue  # every target image is unlabelled training data
-        train_images, _ = domain_split_sizes(host.domains.get(task.target), suite.image_size, cache_dir, data_root)
-        if train_images == 0:
-            raise UserError(f"task {task.name!r}: target {task.target!r} has no training images, and {', '.join(readers)} "
-                            "needs unlabelled target images to train or adapt; drop the task or those components")
+        return set()
+    empty = {task.name for task in tasks if task.target not in suite.transductive_targets
+             and domain_split_sizes(host.domains.get(task.target), suite.image_size, cache_dir, data_root)[0] == 0}
+    needing = [n for n in readers if not host.methods.get(n).reference]
+    if empty and needing:
+        task = sorted(empty)[0]
+        raise UserError(f"task {task!r} has a target with no training images, and {', '.join(needing)} needs unlabelled "
+                        "target images to train or adapt; drop the task or those components")
+    for task in sorted(empty):
+        log.warning("task %s: its target has no training images, so %s does not run there", task, ", ".join(readers))
+    return empty
 
 
 def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: str) -> tuple[MethodInfo, dict[str, Any], dict[str, Any]]:

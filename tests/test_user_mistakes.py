@@ -68,7 +68,7 @@ case("suite-typo", run("--suite", "embeded"), "unknown suite 'embeded'; did you 
 case("task-typo", run("--tasks", "textured_to_handwriten"), "unknown task of suite 'embedded' 'textured_to_handwriten'; did you mean")
 case("task-other-suite", run("--tasks", "office31.amazon_to_webcam"), "unknown task of suite 'embedded'")
 case("method-typo", run("--recipes", "kdd"), "unknown method 'kdd'; did you mean 'kd'")
-case("method-in-combo", run("--recipes", "kd+dan"), "unknown method 'dan'")
+case("method-in-combo", run("--recipes", "kd+dannn"), "unknown method 'dannn'; did you mean 'dann'")
 case("student-typo", run("--student", "resnet10_w8"), "unknown architecture 'resnet10_w8'; did you mean 'resnet10_w8_32px'")
 case("teacher-typo", run("--teacher", "resnet18_w16"), "unknown architecture 'resnet18_w16'")
 case("budget-typo", run("--budget", "quik"), "unknown budget of suite 'embedded' 'quik'; did you mean 'quick'?")
