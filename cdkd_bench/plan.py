@@ -200,10 +200,7 @@ def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: di
     built: dict[str, Method] = {}
     for recipe in recipes:
         names = recipe.split("+")
-        owners = [n for n in names if host.methods.get(n).owns_step]
-        if len(owners) > 1:
-            raise UserError(f"recipe {recipe!r} has two components that own the training step ({' and '.join(owners)}); "
-                            "combine at most one of them with others")
+        _check_one_owner(host, "recipe", recipe)
         for name in names:
             if name not in built:
                 try:
@@ -218,6 +215,13 @@ def _check_recipes_fit(host: Host, suite: Suite, recipes: list[str], hparams: di
                                 "run it without vmapped seeds")
 
 
+def _check_one_owner(host: Host, kind: str, recipe: str) -> None:
+    owners = [n for n in recipe.split("+") if host.methods.get(n).owns_step]
+    if len(owners) > 1:
+        raise UserError(f"{kind} {recipe!r} has two components that own the training step ({' and '.join(owners)}); "
+                        "combine at most one of them with others")
+
+
 def _check_teacher_recipes_fit(host: Host, suite: Suite, teacher_recipes: list[str], hparams: dict[str, Any], teacher_arch: str) -> None:
     """Refuse, before any training, a teacher recipe whose components cannot adapt this teacher architecture."""
     if not teacher_recipes:
@@ -226,10 +230,7 @@ def _check_teacher_recipes_fit(host: Host, suite: Suite, teacher_recipes: list[s
     info = dataclasses.replace(info, teacher=None, teacher_features=None)  # the teacher is the network being trained
     for recipe in teacher_recipes:
         names = recipe.split("+")
-        owners = [n for n in names if host.methods.get(n).owns_step]
-        if len(owners) > 1:
-            raise UserError(f"teacher recipe {recipe!r} has two components that own the training step ({' and '.join(owners)}); "
-                            "combine at most one of them with others")
+        _check_one_owner(host, "teacher recipe", recipe)
         for name in names:
             try:
                 component = host.methods.get(name)(hparams[name], info)

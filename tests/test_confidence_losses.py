@@ -178,7 +178,8 @@ COMPONENTS = [MCC, BNM, EntMin, IM]
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
 def test_conforms_to_the_contract(component) -> None:  # type: ignore[no-untyped-def]
     assert component.family == "adaptation" and component.uses_target and not component.needs_teacher
-    assert component.Hparams().weight == 1.0
+    # 0.1 where weight 1 collapses a student trained from scratch (see the modules' docstrings).
+    assert component.Hparams().weight == (0.1 if component in (EntMin, IM) else 1.0)
     check_method(component)
 
 

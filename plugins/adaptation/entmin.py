@@ -4,8 +4,10 @@ https://papers.nips.cc/paper/2740-semi-supervised-learning-by-entropy-minimizati
 The unlabelled (here: target) examples contribute the mean Shannon entropy (nats) of the
 student's predictions, ``mean_i H(softmax(z_i))``, so the decision boundary moves into
 low-density regions of the target data. The paper leaves the trade-off ``lambda`` to be tuned; the
-default weight here is 1.0, like every adaptation component's, and the search space (0.01 to 10,
-log scale) covers the 0.1 often used when entropy minimisation is added to another UDA loss.
+default weight here is 0.1, the value often used when entropy minimisation is added to another
+loss. At weight 1 a student trained from scratch collapses onto one class before the source
+cross-entropy has made its predictions mean anything: 15.4% average target accuracy on the
+embedded suite at the ``quick`` budget (3 seeds), against 56.2% at 0.1 and 56.9% for source only.
 Nothing guards against collapse onto one class: that is what ``im`` adds.
 """
 
@@ -35,7 +37,7 @@ class EntMin(Method):
 
     @dataclass(frozen=True)
     class Hparams:
-        weight: float = weight_field(1.0)
+        weight: float = weight_field(0.1)
 
         def __post_init__(self) -> None:
             check_non_negative(weight=self.weight)

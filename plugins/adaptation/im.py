@@ -6,7 +6,11 @@ the predictions (each one confident) minus ``diversity_weight`` times the entrop
 mean (all of them together spread over the classes), ``mean_i H(p_i) - diversity_weight *
 H(mean_i p_i)``. Entropy minimisation alone can be satisfied by predicting one class for every
 image; the diversity term rules that out. SHOT uses both terms at weight 1 (its ``ent_par`` and
-``gent``). Here IM is a loss on the student trained with labelled source data, not SHOT's
+``gent``) on a network already trained on source. Here the student starts from scratch, and at
+weight 1 the entropy term still wins before the source cross-entropy has taught it anything
+(38.1% average target accuracy on the embedded suite at ``quick``, 3 seeds, against 58.9% at 0.1
+and 56.9% for source only), so the default weight is 0.1 and the two terms keep SHOT's 1 : 1 ratio
+(``diversity_weight``). Here IM is a loss on the student trained with labelled source data, not SHOT's
 source-free recipe (frozen hypothesis, self-supervised pseudo-labels), so only the loss is
 reproduced. The value can be negative (down to ``-diversity_weight * log C``).
 """
@@ -40,7 +44,7 @@ class IM(Method):
 
     @dataclass(frozen=True)
     class Hparams:
-        weight: float = weight_field(1.0)
+        weight: float = weight_field(0.1)
         diversity_weight: float = field(default=1.0, metadata={"search": (0.0, 2.0)})
 
         def __post_init__(self) -> None:
