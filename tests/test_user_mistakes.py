@@ -75,7 +75,8 @@ case("budget-typo", run("--budget", "quik"), "unknown budget of suite 'embedded'
 case("selection-typo", run("--selection", "lst"), "unknown selection rule 'lst'")
 case("executor-typo", run("--executor", "locl"), "unknown executor 'locl'; did you mean 'local'?")
 case("hparam-typo", run("--set", "kd.tempreature=2"), "unknown hparam 'kd.tempreature'; did you mean 'kd.temperature'?")
-case("hparam-method-not-in-grid", run("--recipes", "kd", "--set", "dann.weight=1"), "unknown method 'dann'")
+case("hparam-method-not-in-grid", run("--recipes", "kd", "--set", "dann.weight=1"), "hparam 'dann.weight' is for method 'dann', which no recipe")
+case("hparam-unknown-method", run("--recipes", "kd", "--set", "dannn.weight=1"), "unknown method 'dannn'; did you mean 'dann'")
 case("hparam-of-reference-only", run("--recipes", "source_only", "--set", "kd.weight=1"), "which no recipe in this grid uses")
 # --- malformed assignments and recipes
 case("set-no-equals", run("--set", "kd.temperature"), "--set 'kd.temperature' is malformed")
