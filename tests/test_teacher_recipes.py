@@ -11,7 +11,7 @@ from helpers import ContractV2Methods
 
 from cdkd_bench.engine import EngineSettings
 from cdkd_bench.errors import UserError
-from cdkd_bench.grid import GridRequest, expand, run_grid
+from cdkd_bench.grid import GridRequest, expand, read_grid_file, run_grid
 from cdkd_bench.leaderboard import build_tables, render_markdown
 from cdkd_bench.plugins import load_host
 from cdkd_bench.spec import TeacherSpec, digest
@@ -97,3 +97,14 @@ def test_an_adapted_teacher_is_trained_once_shared_and_tabled_apart(host, cache_
     page = render_markdown(tables, "embedded", host)
     assert "## Teacher `resnet18_w16_32px` adapted by `dann`" in page
     assert "adapted to the target by `dann` with unlabelled target images" in page
+
+
+def test_the_shipped_families_grid_expands_to_the_three_families(host, cache_dir: Path) -> None:
+    grid = Path(__file__).parent.parent / "grids" / "cross-domain-families.toml"
+    specs = expand(host, GridRequest(**read_grid_file(grid)), cache_dir)
+    by_teacher: dict[str, set[str]] = {}
+    for spec in specs:
+        by_teacher.setdefault(spec.teacher.teacher_recipe, set()).add(spec.recipe)
+    assert set(by_teacher) == {"source", "mcd"}
+    assert {"dann", "mcd", "fixmatch", "kd", "kd+mcd", "progressive_kd", "source_only"} <= by_teacher["source"]
+    assert by_teacher["mcd"] == {"kd", "kd+mcd", "progressive_kd", "source_only", "target_oracle"}
