@@ -1,4 +1,4 @@
-"""The command line: cdkd-bench list | plugins | run | leaderboard."""
+"""The command line: cdkd-bench list | plugins | run | leaderboard | forget | status | runs show."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ LIST_KINDS = ("suites", "tasks", "methods", "archs")
 LISTED_FROM_SUITES = {"suites", "tasks"}
 LEADERBOARD_FAMILIES = ("suite", "selector")
 DEFAULT_STORE = "cdkd-results.sqlite"
+MIN_RUN_PREFIX = 6
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,40 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list loaded plugins, their versions, and any that failed to load")
 
     p_run = sub.add_parser("run", help="run a grid (no arguments: the default suite's default grid and budget)")
-    p_run.add_argument("--grid", type=_path, help="TOML grid file; flags given here override its keys")
-    p_run.add_argument("--suite", help="suite name (default: the suite marked as default, embedded)")
-    p_run.add_argument("--tasks", type=_raw_list, help="comma-separated task names (default: all of the suite's)")
-    p_run.add_argument("--teacher", help="teacher architecture (default: the suite's)")
-    p_run.add_argument("--student", help="student architecture (default: the suite's)")
-    p_run.add_argument("--recipes", type=_raw_list, help="comma-separated recipes, e.g. kd,kd+dann")
-    p_run.add_argument("--teacher-recipe", dest="teacher_recipe", type=_raw_list,
-                       help="how teachers are made: source (default) or adaptation components, e.g. dann or dann+mcc; "
-                       "comma-separated for several (each gets its own table)")
-    p_run.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the suite's)")
-    p_run.add_argument("--budget", help="budget name: quick, default, paper (default: the suite's)")
-    p_run.add_argument("--set", dest="hparams", action="append", default=[], metavar="METHOD.HPARAM=VALUE",
-                       help="override a hyper-parameter, e.g. --set kd.temperature=2 (repeatable)")
-    p_run.add_argument("--selection", help="model-selection rule for the printed table (default: last); runs store every "
-                       "checkpoint, so `leaderboard --selection` can apply another rule later without retraining")
-    p_run.add_argument("--executor", help="executor (default: local)")
-    _add_store_args(p_run)
-    _add_out_dir(p_run)
-    p_run.add_argument("--cache-dir", type=_path, help="where data and teachers are cached (env CDKD_BENCH_CACHE)")
-    p_run.add_argument("--data-root", type=_path, help="where real datasets live (env CDKD_BENCH_DATA)")
-    p_run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p_run.add_argument("--threads", help="CPU threads per run (env CDKD_BENCH_THREADS; default: 1); "
-                       "part of each run's identity, since results depend on it")
-    p_run.add_argument("--workers", help="runs at once on this machine (env CDKD_BENCH_WORKERS; default: the CPU cores "
-                       "divided by --threads, 1 on a GPU); results do not depend on it")
-    p_run.add_argument("--compile", action="store_true", default=None,
-                       help="capture each training step with torch.compile (CUDA graphs on a GPU); part of the runs' numerics")
-    p_run.add_argument("--vmap-seeds", action="store_true", default=None,
-                       help="train the seeds of each configuration as one vmapped ensemble (fast on a GPU; recipes whose "
-                       "components read plain outputs only); part of the runs' numerics")
-    p_run.add_argument("--no-augmentation-parity", dest="augmentation_parity", action="store_false", default=None,
-                       help="train students on plain source images while the teacher saw augmented ones (an ablation; "
-                       "the tables say so)")
+    _add_grid_args(p_run, out_dir=True)
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_run.add_argument("--retry-failed", action="store_true",
+                       help="run again the runs of this grid that failed before (by default they are left alone and listed)")
 
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
     p_board.add_argument("--suite", help="suite name (default: the suite marked as default, embedded)")
@@ -108,7 +79,55 @@ def build_parser() -> argparse.ArgumentParser:
     p_forget = sub.add_parser("forget", help="delete stored runs (finished or failed) so the next grid runs them again")
     p_forget.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="run hashes, as listed under a leaderboard's failures")
     _add_store_args(p_forget)
+
+    p_status = sub.add_parser("status", help="count the store's runs (done, failed, running); with grid flags as for `run`, "
+                              "also that grid's pending runs and an ETA (reads the store, never writes it)")
+    _add_grid_args(p_status, out_dir=False)
+
+    p_runs = sub.add_parser("runs", help="look at stored runs: `runs show RUN_ID`")
+    runs_sub = p_runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser, required=True)
+    p_show = runs_sub.add_parser("show", help="one run's spec, status, metrics, timings, error and provenance")
+    p_show.add_argument("run_id", metavar="RUN_ID", help=f"a run hash, or a unique prefix of at least {MIN_RUN_PREFIX} characters")
+    _add_store_args(p_show)
     return parser
+
+
+def _add_grid_args(parser: argparse.ArgumentParser, *, out_dir: bool) -> None:
+    """The flags that say which grid (and on what) `run` runs; `status` takes the same ones to find the grid's runs."""
+    parser.add_argument("--grid", type=_path, help="TOML grid file; flags given here override its keys")
+    parser.add_argument("--suite", help="suite name (default: the suite marked as default, embedded)")
+    parser.add_argument("--tasks", type=_raw_list, help="comma-separated task names (default: all of the suite's)")
+    parser.add_argument("--teacher", help="teacher architecture (default: the suite's)")
+    parser.add_argument("--student", help="student architecture (default: the suite's)")
+    parser.add_argument("--recipes", type=_raw_list, help="comma-separated recipes, e.g. kd,kd+dann")
+    parser.add_argument("--teacher-recipe", dest="teacher_recipe", type=_raw_list,
+                        help="how teachers are made: source (default) or adaptation components, e.g. dann or dann+mcc; "
+                        "comma-separated for several (each gets its own table)")
+    parser.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the suite's)")
+    parser.add_argument("--budget", help="budget name: quick, default, paper (default: the suite's)")
+    parser.add_argument("--set", dest="hparams", action="append", default=[], metavar="METHOD.HPARAM=VALUE",
+                        help="override a hyper-parameter, e.g. --set kd.temperature=2 (repeatable)")
+    parser.add_argument("--selection", help="model-selection rule for the printed table (default: last); runs store every "
+                        "checkpoint, so `leaderboard --selection` can apply another rule later without retraining")
+    parser.add_argument("--executor", help="executor (default: local)")
+    _add_store_args(parser)
+    if out_dir:
+        _add_out_dir(parser)
+    parser.add_argument("--cache-dir", type=_path, help="where data and teachers are cached (env CDKD_BENCH_CACHE)")
+    parser.add_argument("--data-root", type=_path, help="where real datasets live (env CDKD_BENCH_DATA)")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", help="CPU threads per run (env CDKD_BENCH_THREADS; default: 1); "
+                        "part of each run's identity, since results depend on it")
+    parser.add_argument("--workers", help="runs at once on this machine (env CDKD_BENCH_WORKERS; default: the CPU cores "
+                        "divided by --threads, 1 on a GPU); results do not depend on it")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="capture each training step with torch.compile (CUDA graphs on a GPU); part of the runs' numerics")
+    parser.add_argument("--vmap-seeds", action="store_true", default=None,
+                        help="train the seeds of each configuration as one vmapped ensemble (fast on a GPU; recipes whose "
+                        "components read plain outputs only); part of the runs' numerics")
+    parser.add_argument("--no-augmentation-parity", dest="augmentation_parity", action="store_false", default=None,
+                        help="train students on plain source images while the teacher saw augmented ones (an ablation; "
+                        "the tables say so)")
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -256,17 +275,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     use_threads(torch.device("cpu"), threads)
     print(f"grid: {len(specs)} runs on suite {suite!r}; results in {request.store}", file=sys.stderr)
-    summary = run_grid(host, specs, store, settings, request.executor, show_progress=not args.no_progress)
+    summary = run_grid(host, specs, store, settings, request.executor, show_progress=not args.no_progress,
+                       retry_failed=args.retry_failed)
     elsewhere = f", {summary.elsewhere} left to another process" if summary.elsewhere else ""
+    before = f", {summary.failed_before} failed before and left alone (--retry-failed runs them)" if summary.failed_before else ""
     print(
-        f"grid: {summary.done} done, {summary.failed} failed, {summary.skipped} already done{elsewhere}; "
+        f"grid: {summary.done} done, {summary.failed} failed, {summary.skipped} already done{elsewhere}{before}; "
         f"{summary.teachers_trained} teachers trained",
         file=sys.stderr,
     )
     path, text = write_leaderboard(store, suite, args.out_dir, host, request.selection)
     print(text)
     print(f"leaderboard written to {path}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.failed_before else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -303,7 +324,61 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard, "forget": cmd_forget}
+def _grid_flags_given(args: argparse.Namespace) -> bool:
+    """Whether the flags name a grid (anything `run` would read besides the store): then `status` expands it."""
+    named = any(getattr(args, key) is not None for key in _RUN_FLAGS if key != "store")
+    return named or args.grid is not None or bool(args.hparams) or args.threads is not None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cdkd_bench.status import collect, estimate, open_store, render_status
+
+    if not _grid_flags_given(args):  # the store alone: no plugins, no torch
+        given = [flag for flag, value in (("--workers", args.workers), ("--cache-dir", args.cache_dir),
+                                          ("--data-root", args.data_root)) if value is not None]
+        if given:
+            verb = "matter" if len(given) > 1 else "matters"
+            raise UserError(f"{' and '.join(given)} {verb} only with a grid: add grid flags (--grid, --suite, --tasks, --seeds, …) "
+                            "to see its pending runs and an ETA")
+        print(render_status(collect(open_store(args.store or Path(DEFAULT_STORE)))), end="")
+        return 0
+
+    from cdkd_bench.compute import default_threads, parse_count
+    from cdkd_bench.data import default_cache_dir, default_data_root
+    from cdkd_bench.folders import writable_folder
+    from cdkd_bench.plan import expand
+    from cdkd_bench.plugins import load_host
+    from cdkd_bench.settings import EngineSettings
+
+    request = _request_from(args)
+    store = open_store(Path(request.store))  # before any expansion: a missing store is said at once
+    host = load_host()
+    _warn_failed_plugins(host)
+    settings = EngineSettings(
+        cache_dir=writable_folder(args.cache_dir or default_cache_dir(), "the cache", "--cache-dir (or CDKD_BENCH_CACHE)"),
+        data_root=args.data_root or default_data_root(),
+        device=request.device,
+        threads=request.threads or default_threads(),
+        workers=parse_count(args.workers, "--workers", "worker processes") if args.workers is not None else None,
+    )
+    workers = settings.resolved_workers()  # as `run` would use them
+    specs = expand(host, request, settings.cache_dir, settings.data_root)
+    status = collect(store, specs)
+    print(render_status(status, estimate(status.pending, store.summaries(), workers, failed=status.total("failed"))), end="")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cdkd_bench.status import find_run, open_store, render_run
+
+    store = open_store(args.store or Path(DEFAULT_STORE))
+    if args.runs_command == "show":
+        print(render_run(*find_run(store, args.run_id, MIN_RUN_PREFIX)), end="")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard, "forget": cmd_forget,
+            "status": cmd_status, "runs": cmd_runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

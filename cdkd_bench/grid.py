@@ -31,6 +31,8 @@ __all__ = ["GridRequest", "GridSummary", "expand", "read_grid_file", "run_grid"]
 class GridSummary:
     total: int = 0
     skipped: int = 0
+    failed_before: int = 0
+    """Runs that failed in an earlier grid and were left alone (``retry_failed`` runs them again)."""
     done: int = 0
     failed: int = 0
     elsewhere: int = 0
@@ -86,16 +88,21 @@ def run_grid(
     executor_name: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = _log_to_stderr,
+    retry_failed: bool = False,
 ) -> GridSummary:
-    """Run every spec not already done: first the teachers they need, then the students.
+    """Run every spec not already done (nor failed before, unless ``retry_failed``): first the teachers
+    they need, then the students.
 
     Each result is stored the moment it arrives, so a killed grid resumes where it stopped;
-    runs another process on the same store is running are left to it.
+    runs another process on the same store is running are left to it. A failed run is not
+    run again by default: a plugin's bug fails the same way every time.
     """
     summary = GridSummary(total=len(specs))
     done = store.done_ids()
-    pending = [s for s in specs if s.run_id not in done]
-    summary.skipped = len(specs) - len(pending)
+    failed = set() if retry_failed else store.failed_ids()
+    pending = [s for s in specs if s.run_id not in done and s.run_id not in failed]
+    summary.failed_before = sum(1 for s in specs if s.run_id in failed)
+    summary.skipped = len(specs) - len(pending) - summary.failed_before
     if not pending:
         return summary
     executor = host.executors.get(executor_name or host.default("executor"))()

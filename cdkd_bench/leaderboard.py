@@ -382,7 +382,7 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
         lines += ["Target images scored per run: " + "; ".join(
             f"{_short_task(t, p.suite)} {table.test_images[t]}" for t in table.tasks if t in table.test_images) + ".", ""]
     if table.failed_runs:
-        lines += [f"Failed runs ({len(table.failed_runs)}; a later `cdkd-bench run` of the same grid retries them):", ""]
+        lines += [f"Failed runs ({len(table.failed_runs)}; `cdkd-bench run --retry-failed` of the same grid runs them again):", ""]
         for run in table.failed_runs[:FAILURES_LISTED]:
             error = (run.error or "no error recorded").splitlines()[0][:160]
             lines.append(f"- `{run.spec.recipe}` on {_short_task(run.spec.task, p.suite)}, seed {run.spec.seed} "

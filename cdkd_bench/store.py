@@ -77,6 +77,41 @@ class StoredRun:
     provenance: dict[str, Any]
     error: str | None
     finished_at: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A stored run's status, grouping columns and time, without decoding its spec or metrics (for counting)."""
+
+    run_id: str
+    status: str
+    suite: str
+    budget: str
+    teacher_recipe: str
+    recipe: str
+    total_s: float | None
+    """``timings.total_s``: the run's wall time, when it was recorded."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run some process has started; ``alive`` is False once that process is gone or silent (a stale claim)."""
+
+    run_id: str
+    owner: str
+    host: str
+    pid: int
+    heartbeat_at: float
+    alive: bool
+
+
+def _total_seconds(timings: str | None) -> float | None:
+    try:
+        value = (json.loads(timings) or {}).get("total_s") if timings else None
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -87,6 +122,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+_RUN_COLUMNS = "run_id, status, spec, metrics, timings, provenance, error, finished_at, traceback"
+
+
+def _decode(row: tuple[Any, ...]) -> StoredRun:
+    return StoredRun(
+        run_id=row[0],
+        status=row[1],
+        spec=RunSpec.from_dict(json.loads(row[2])),
+        metrics=json.loads(row[3]) or {},
+        timings=json.loads(row[4]) or {},
+        provenance=json.loads(row[5]) or {},
+        error=row[6],
+        finished_at=row[7],
+        traceback=row[8],
+    )
 
 
 class Store:
@@ -162,8 +214,12 @@ class Store:
         with self._connect() as db:
             return {row[0] for row in db.execute("SELECT run_id FROM runs WHERE status = 'done'")}
 
+    def failed_ids(self) -> set[str]:
+        with self._connect() as db:
+            return {row[0] for row in db.execute("SELECT run_id FROM runs WHERE status = 'failed'")}
+
     def runs(self, suite: str | None = None, status: str | None = "done") -> list[StoredRun]:
-        query, params = "SELECT run_id, status, spec, metrics, timings, provenance, error, finished_at FROM runs", []
+        query, params = f"SELECT {_RUN_COLUMNS} FROM runs", []
         clauses = []
         if suite is not None:
             clauses.append("suite = ?")
@@ -176,19 +232,26 @@ class Store:
         query += " ORDER BY suite, task, recipe, seed"
         with self._connect() as db:
             rows = db.execute(query, params).fetchall()
-        return [
-            StoredRun(
-                run_id=r[0],
-                status=r[1],
-                spec=RunSpec.from_dict(json.loads(r[2])),
-                metrics=json.loads(r[3]) or {},
-                timings=json.loads(r[4]) or {},
-                provenance=json.loads(r[5]) or {},
-                error=r[6],
-                finished_at=r[7],
-            )
-            for r in rows
-        ]
+        return [_decode(r) for r in rows]
+
+    def run(self, run_id: str) -> StoredRun | None:
+        """One stored run (done or failed), with its traceback; None if the store does not hold it."""
+        with self._connect() as db:
+            row = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _decode(row) if row is not None else None
+
+    def run_ids_starting(self, prefix: str) -> list[str]:
+        """The stored run ids that start with ``prefix``, sorted."""
+        with self._connect() as db:
+            rows = db.execute("SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id", (len(prefix), prefix))
+            return [row[0] for row in rows]
+
+    def summaries(self) -> list[RunSummary]:
+        """Every stored run, done or failed, as counting needs it: cheap even for a large store."""
+        with self._connect() as db:
+            rows = db.execute("SELECT run_id, status, suite, budget, teacher_recipe, recipe, timings FROM runs ORDER BY run_id").fetchall()
+        return [RunSummary(run_id, status, suite, budget, teacher_recipe, recipe, _total_seconds(timings))
+                for run_id, status, suite, budget, teacher_recipe, recipe, timings in rows]
 
     def suites(self) -> list[str]:
         with self._connect() as db:
@@ -215,6 +278,16 @@ class Store:
         if now - heartbeat_at > CLAIM_EXPIRES_S:
             return False
         return _pid_alive(pid) if host == self.host else True
+
+    def claims(self) -> list[Claim]:
+        """Every claim in the store, each with whether its process still holds it."""
+        now = time.time()
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claims'").fetchone() is None:
+                return []  # a schema-1 store read without upgrading it
+            rows = db.execute("SELECT run_id, owner, host, pid, heartbeat_at FROM claims ORDER BY run_id").fetchall()
+        return [Claim(run_id, owner, host, pid, heartbeat_at, self._alive(host, pid, heartbeat_at, now))
+                for run_id, owner, host, pid, heartbeat_at in rows]
 
     def release_claims(self) -> None:
         with self._connect() as db:

@@ -42,7 +42,9 @@ def test_a_failed_run_neither_stops_the_grid_nor_loses_results_and_is_retried(ca
     assert sorted(observer.before) == ["broken", "kd", "source_only", "target_oracle"]
     assert ("broken", "failed") in observer.after and ("kd", "done") in observer.after
     again = run_grid(host, specs, store, settings, show_progress=False, log=quiet)
-    assert (again.skipped, again.failed) == (3, 1)  # only the failed run is tried again
+    assert (again.skipped, again.failed_before, again.done, again.failed) == (3, 1, 0, 0)  # a failed run is left alone
+    retried = run_grid(host, specs, store, settings, show_progress=False, log=quiet, retry_failed=True)
+    assert (retried.skipped, retried.failed) == (3, 1)  # only the failed run is tried again
 
 
 def test_grid_file_accepts_flat_and_nested_hparams(tmp_path: Path) -> None:
