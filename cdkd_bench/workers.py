@@ -24,7 +24,7 @@ from cdkd_bench.api import Job, Ready
 OnResult = Callable[[int, Mapping[str, Any]], None]
 
 
-class _Schedule:
+class Schedule:
     """Which job may start next: all of its ``after`` jobs reported, earliest in the list first."""
 
     def __init__(self, jobs: list[Job]) -> None:
@@ -50,7 +50,7 @@ class _Schedule:
         return not self.waiting
 
 
-def _start_or_report(schedule: _Schedule, index: int, ready: Ready | None, on_result: OnResult) -> bool:
+def start_or_report(schedule: Schedule, index: int, ready: Ready | None, on_result: OnResult) -> bool:
     """Ask ``ready`` whether the job still runs; if it returns a result instead, report it. True: start it."""
     instead = ready(index) if ready is not None else None
     if instead is None:
@@ -62,12 +62,12 @@ def _start_or_report(schedule: _Schedule, index: int, ready: Ready | None, on_re
 
 def run_in_this_process(jobs: list[Job], on_result: OnResult, ready: Ready | None, run: Callable[[Job], Mapping[str, Any]]) -> None:
     """One job at a time in the calling process, in dependency order."""
-    schedule = _Schedule(jobs)
+    schedule = Schedule(jobs)
     while not schedule.finished:
         index = schedule.next_startable()
         if index is None:
             raise ValueError("the jobs' `after` lists form a cycle; no job can start")
-        if _start_or_report(schedule, index, ready, on_result):
+        if start_or_report(schedule, index, ready, on_result):
             result = run(jobs[index])
             schedule.report(index)
             on_result(index, result)
@@ -111,7 +111,7 @@ class _Worker:
 
 def run_on_workers(jobs: list[Job], on_result: OnResult, ready: Ready | None, workers: int) -> None:
     """Run ``jobs`` on up to ``workers`` processes, reporting each result as it arrives."""
-    schedule = _Schedule(jobs)
+    schedule = Schedule(jobs)
     context = multiprocessing.get_context("spawn")
     threads = max((_threads(job.settings) for job in jobs), default=1)
     pool: list[_Worker] = []
@@ -162,7 +162,7 @@ def _receive(worker: _Worker) -> Mapping[str, Any] | None:
     return None
 
 
-def _fill(pool: list[_Worker], schedule: _Schedule, jobs: list[Job], on_result: OnResult, ready: Ready | None, workers: int,
+def _fill(pool: list[_Worker], schedule: Schedule, jobs: list[Job], on_result: OnResult, ready: Ready | None, workers: int,
           context: Any, threads: int) -> None:
     """Give every idle worker (starting new ones up to ``workers``) the next job that may start."""
     while True:
@@ -172,7 +172,7 @@ def _fill(pool: list[_Worker], schedule: _Schedule, jobs: list[Job], on_result: 
         index = schedule.next_startable()
         if index is None:
             return
-        if not _start_or_report(schedule, index, ready, on_result):
+        if not start_or_report(schedule, index, ready, on_result):
             continue
         # Bars drawn by several processes at once garble a terminal; the grid draws one for all.
         job = dataclasses.replace(jobs[index], settings=_quiet(jobs[index].settings))
