@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="run a grid (no arguments: the default suite's default grid and budget)")
     _add_grid_args(p_run, out_dir=True)
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_run.add_argument("--ray-address", help="with --executor ray: the Ray cluster to run on (env CDKD_BENCH_RAY_ADDRESS; "
+                       "default: a Ray instance started on this machine)")
     p_run.add_argument("--retry-failed", action="store_true",
                        help="run again the runs of this grid that failed before (by default they are left alone and listed)")
 
@@ -120,6 +122,8 @@ def _add_grid_args(parser: argparse.ArgumentParser, *, out_dir: bool) -> None:
                         "part of each run's identity, since results depend on it")
     parser.add_argument("--workers", help="runs at once on this machine (env CDKD_BENCH_WORKERS; default: the CPU cores "
                         "divided by --threads, 1 on a GPU); results do not depend on it")
+    parser.add_argument("--runs-per-device", help="on GPUs: runs sharing each device at once, one worker per slot spread "
+                        "over every GPU (default 1); for runs too small to fill a GPU. Results do not depend on it")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="capture each training step with torch.compile (CUDA graphs on a GPU); part of the runs' numerics")
     parser.add_argument("--vmap-seeds", action="store_true", default=None,
@@ -240,8 +244,24 @@ def _request_from(args: argparse.Namespace) -> Any:
     return GridRequest(**fields)
 
 
+def _worker_counts(args: argparse.Namespace, device: str) -> tuple[int | None, int]:
+    """``--workers`` and ``--runs-per-device``, checked: the second packs runs on GPUs, so it needs one."""
+    from cdkd_bench.compute import parse_count, pick_device
+
+    workers = parse_count(args.workers, "--workers", "worker processes") if args.workers is not None else None
+    if args.runs_per_device is None:
+        return workers, 1
+    per_device = parse_count(args.runs_per_device, "--runs-per-device", "runs per device")
+    if workers is not None:
+        raise UserError("give --workers or --runs-per-device, not both (--runs-per-device sets the workers: that many per GPU)")
+    if pick_device(device).type != "cuda":
+        raise UserError("--runs-per-device packs several runs on each GPU, and this grid runs on the CPU; "
+                        "use --workers to run several at once")
+    return None, per_device
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from cdkd_bench.compute import default_threads, parse_count, use_threads
+    from cdkd_bench.compute import default_threads, use_threads
     from cdkd_bench.data import default_cache_dir, default_data_root
     from cdkd_bench.engine import EngineSettings
     from cdkd_bench.folders import writable_folder
@@ -251,17 +271,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cdkd_bench.store import Store
 
     request = _request_from(args)
+    if args.ray_address is not None:
+        os.environ["CDKD_BENCH_RAY_ADDRESS"] = args.ray_address  # read by the ray executor, here and in what it starts
     host = load_host()
     _warn_failed_plugins(host)
     suite = request.suite or host.default("suite")
     threads = request.threads or default_threads()
-    workers = parse_count(args.workers, "--workers", "worker processes") if args.workers is not None else None
+    workers, runs_per_device = _worker_counts(args, request.device)
     settings = EngineSettings(
         cache_dir=writable_folder(args.cache_dir or default_cache_dir(), "the cache", "--cache-dir (or CDKD_BENCH_CACHE)"),
         data_root=args.data_root or default_data_root(),
         device=request.device,
         threads=threads,
         workers=workers,
+        runs_per_device=runs_per_device,
         compile=request.compile,
         vmap_seeds=request.vmap_seeds,
         show_progress=not args.no_progress,
@@ -274,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     use_threads(torch.device("cpu"), threads)
+    host.executors.get(request.executor or host.default("executor"))().check()  # an unreachable cluster is said now
     print(f"grid: {len(specs)} runs on suite {suite!r}; results in {request.store}", file=sys.stderr)
     summary = run_grid(host, specs, store, settings, request.executor, show_progress=not args.no_progress,
                        retry_failed=args.retry_failed)
@@ -334,7 +358,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from cdkd_bench.status import collect, estimate, open_store, render_status
 
     if not _grid_flags_given(args):  # the store alone: no plugins, no torch
-        given = [flag for flag, value in (("--workers", args.workers), ("--cache-dir", args.cache_dir),
+        given = [flag for flag, value in (("--workers", args.workers), ("--runs-per-device", args.runs_per_device),
+                                          ("--cache-dir", args.cache_dir),
                                           ("--data-root", args.data_root)) if value is not None]
         if given:
             verb = "matter" if len(given) > 1 else "matters"
@@ -343,7 +368,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(render_status(collect(open_store(args.store or Path(DEFAULT_STORE)))), end="")
         return 0
 
-    from cdkd_bench.compute import default_threads, parse_count
+    from cdkd_bench.compute import default_threads
     from cdkd_bench.data import default_cache_dir, default_data_root
     from cdkd_bench.folders import writable_folder
     from cdkd_bench.plan import expand
@@ -354,12 +379,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(Path(request.store))  # before any expansion: a missing store is said at once
     host = load_host()
     _warn_failed_plugins(host)
+    counts = _worker_counts(args, request.device)
     settings = EngineSettings(
         cache_dir=writable_folder(args.cache_dir or default_cache_dir(), "the cache", "--cache-dir (or CDKD_BENCH_CACHE)"),
         data_root=args.data_root or default_data_root(),
         device=request.device,
         threads=request.threads or default_threads(),
-        workers=parse_count(args.workers, "--workers", "worker processes") if args.workers is not None else None,
+        workers=counts[0],
+        runs_per_device=counts[1],
     )
     workers = settings.resolved_workers()  # as `run` would use them
     specs = expand(host, request, settings.cache_dir, settings.data_root)

@@ -48,15 +48,25 @@ def default_threads() -> int:
     return parse_threads(value, f"the environment variable {THREADS_ENV}") if value is not None else DEFAULT_THREADS
 
 
-def default_workers(threads: int, device: str) -> int:
+def default_workers(threads: int, device: str, runs_per_device: int = 1) -> int:
     """``CDKD_BENCH_WORKERS`` if set, else on the CPU as many concurrent runs as the cores hold at
-    ``threads`` each; on a GPU one (more concurrent runs are an explicit ``--workers N``)."""
+    ``threads`` each; on GPUs ``runs_per_device`` per device (one on a named device ``cuda:N``)."""
     value = os.environ.get(WORKERS_ENV)
     if value is not None:
         return parse_count(value, f"the environment variable {WORKERS_ENV}", "worker processes")
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return 1
+    if device.startswith("cuda:"):
+        return runs_per_device
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.device_count() * runs_per_device
     return max(1, available_cores() // threads)
+
+
+def worker_device(slot: int, device: str) -> int | None:
+    """The GPU a worker in ``slot`` is pinned to (runs spread over every device), or None: no pinning
+    on the CPU, on a named device, or with a single GPU."""
+    if device not in ("auto", "cuda") or not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return None
+    return slot % torch.cuda.device_count()
 
 
 def pick_device(name: str) -> torch.device:

@@ -208,5 +208,9 @@ class Executor:
     default: ClassVar[bool] = False
     """The executor grids use when none is named (exactly one installed executor should say so)."""
 
+    def check(self) -> None:
+        """Called before a grid starts: raise ``UserError`` (one sentence) for a setup that cannot work
+        (a package missing, a cluster that does not answer), so the user hears it before anything runs."""
+
     def run(self, jobs: list[Job], on_result: Callable[[int, Mapping[str, Any]], None], ready: Ready | None = None) -> None:
         raise NotImplementedError

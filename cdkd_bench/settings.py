@@ -20,6 +20,8 @@ class EngineSettings:
     workers: int | None = None
     """How many jobs an executor may run at once on this machine; None: ``CDKD_BENCH_WORKERS``, else
     the cores divided by ``threads`` on the CPU, 1 on a GPU (see compute.default_workers)."""
+    runs_per_device: int = 1
+    """On GPUs, how many runs share each device (one worker process per slot, each pinned to one device)."""
     compile: bool = False
     """Capture each training step with torch.compile (see compute.numerics: part of identity)."""
     vmap_seeds: bool = False
@@ -32,4 +34,6 @@ class EngineSettings:
         return self.threads if self.threads is not None else default_threads()
 
     def resolved_workers(self) -> int:
-        return self.workers if self.workers is not None else default_workers(self.resolved_threads(), self.device)
+        if self.workers is not None:
+            return self.workers
+        return default_workers(self.resolved_threads(), self.device, self.runs_per_device)

@@ -73,11 +73,13 @@ def run_in_this_process(jobs: list[Job], on_result: OnResult, ready: Ready | Non
             on_result(index, result)
 
 
-def _serve(connection: Connection, threads: int) -> None:
+def _serve(connection: Connection, threads: int, gpu: int | None = None) -> None:
     """A worker's loop: receive a job, send back its result, until told to stop (None)."""
     # Before torch is imported, so its thread pools are sized once, for this worker alone.
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)
+    if gpu is not None:  # this worker's runs go to one GPU, which it sees as `cuda`
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     from cdkd_bench.jobs import run_job
 
     while True:
@@ -91,9 +93,10 @@ def _serve(connection: Connection, threads: int) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, threads: int) -> None:
+    def __init__(self, context: Any, threads: int, gpu: int | None = None) -> None:
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, threads), daemon=True)
+        self.gpu = gpu
+        self.process = context.Process(target=_serve, args=(child, threads, gpu), daemon=True)
         self.process.start()
         child.close()
         self.job: int | None = None
@@ -183,10 +186,22 @@ def _fill(pool: list[_Worker], schedule: Schedule, jobs: list[Job], on_result: O
                 continue
             except (BrokenPipeError, OSError):  # it died while idle
                 pool.remove(idle)
-        fresh = _Worker(context, threads)
+        fresh = _Worker(context, threads, _free_gpu(pool, jobs[index].settings))
         pool.append(fresh)
         fresh.connection.send(job)
         fresh.job = index
+
+
+def _free_gpu(pool: list[_Worker], settings: Any) -> int | None:
+    """The device for a new worker: the GPU fewest live workers are pinned to (None: no pinning)."""
+    from cdkd_bench.compute import worker_device
+
+    device = getattr(settings, "device", "cpu")
+    slots = [worker_device(slot, device) for slot in range(len(pool) + 1)]
+    if slots[-1] is None:
+        return None
+    used = [w.gpu for w in pool]
+    return min(sorted(set(s for s in slots if s is not None)), key=used.count)
 
 
 def _quiet(settings: Any) -> Any:

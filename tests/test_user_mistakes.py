@@ -185,6 +185,11 @@ for device in ("meta", "tpu", "CPU", "cuda:x", "cuda:-1", "cpu:0"):
     case(f"device-{device}", run("--device", device), f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 case("device-cuda-absent", run("--device", "cuda"), "device 'cuda' was asked for but no CUDA device is available")
 case("device-cuda1-absent", run("--device", "cuda:1"), "device 'cuda:1' was asked for but no CUDA device is available")
+case("runs-per-device-on-cpu", run("--device", "cpu", "--runs-per-device", "2"), "--runs-per-device packs several runs on each GPU")
+case("runs-per-device-zero", run("--runs-per-device", "0"), "--runs-per-device must be between 1 and 1024 runs per device, got 0")
+case("runs-per-device-and-workers", run("--workers", "2", "--runs-per-device", "2"), "give --workers or --runs-per-device, not both")
+case("ray-address-silent", run("--executor", "ray", "--seeds", "5"), "does not answer", env={"CDKD_BENCH_RAY_ADDRESS": "127.0.0.1:1"})
+case("ray-address-flag-silent", run("--executor", "ray", "--ray-address", "127.0.0.1:1", "--seeds", "5"), "does not answer")
 # --- line breaks and control characters in names
 case("suite-newline", run("--suite", "embedded\nx"), "--suite has a line break or control character")
 case("task-newline", run("--tasks", "textured\n_to_handwritten"), "--tasks has a line break or control character")

@@ -39,6 +39,12 @@ class RayExecutor(Executor):
 
     name = "ray"
 
+    def check(self) -> None:
+        _import_ray()
+        address = _address()
+        if address and address != "local":
+            _check_reachable(address)
+
     def run(self, jobs: list[Job], on_result: OnResult, ready: Ready | None = None) -> None:
         from cdkd_bench.jobs import jobs_need_this_process  # imports the engine (torch): only when jobs run
         from cdkd_bench.workers import Schedule
@@ -48,10 +54,7 @@ class RayExecutor(Executor):
         if jobs_need_this_process():
             raise UserError("the ray executor cannot run plugins given in code, because Ray workers load plugins only from "
                             "installed packages; install them as a package or run this grid with the local executor")
-        try:
-            import ray
-        except ImportError:
-            raise UserError("the ray executor needs Ray: pip install 'cdkd-bench[ray]'") from None
+        ray = _import_ray()
         schedule = Schedule(jobs)  # refuses impossible `after` lists before any Ray process starts
         workers = min(len(jobs), max(job.settings.resolved_workers() for job in jobs))
         threads = max(job.settings.resolved_threads() for job in jobs)
@@ -63,11 +66,23 @@ class RayExecutor(Executor):
                 ray.shutdown()
 
 
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the ray executor needs Ray: pip install 'cdkd-bench[ray]'") from None
+    return ray
+
+
+def _address() -> str:
+    return (os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or "").strip()
+
+
 def _connect(ray: Any, cpus: int) -> bool:
     """Connect to the cluster the environment names, or start a Ray instance here. True: started here."""
     if ray.is_initialized():
         return False
-    address = (os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or "").strip()
+    address = _address()
     if not address or address == "local":
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         return True
