@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import sys
 import time
@@ -130,3 +131,15 @@ def test_a_grid_on_ray_stores_the_numbers_of_the_local_executor(host, fresh_proc
         stored[executor] = _stored_metrics(path)
     assert set(stored["ray"]) == {spec.run_id for spec in specs}
     assert stored["ray"] == stored["local"]  # target_test.acc and every other metric, run by run
+
+
+def test_a_cuda_job_asks_ray_for_its_share_of_a_gpu_and_a_cpu_job_for_none(host, tmp_path: Path) -> None:
+    from cdkd_plugins.executors.ray_cluster import _for_ray
+
+    spec = expand(host, GridRequest(tasks=("printed_to_handwritten",), recipes=("kd",), seeds=(0,), budget="smoke"), tmp_path)[0]
+    cuda_spec = dataclasses.replace(spec, numerics="cuda bf16")
+    packed = EngineSettings(cache_dir=tmp_path, device="auto", runs_per_device=4)
+    job, gpus = _for_ray(Job("run", cuda_spec, packed))
+    assert gpus == 0.25 and job.settings.device == "cuda"
+    job, gpus = _for_ray(Job("run", spec, packed))  # planned on the CPU
+    assert gpus == 0.0 and job.settings.device == "cpu"

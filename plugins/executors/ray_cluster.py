@@ -147,8 +147,9 @@ def _run_tasks(ray: Any, jobs: list[Job], schedule: Any, on_result: OnResult, re
                     pass
 
 
-def _for_ray(job: Job) -> tuple[Job, int]:
-    """The job as a Ray worker must see it, and the GPUs its task asks for.
+def _for_ray(job: Job) -> tuple[Job, float]:
+    """The job as a Ray worker must see it, and the GPUs its task asks for: a fraction of one
+    (``1 / runs_per_device``) when several runs share each GPU.
 
     A job runs on the device kind and with the thread count it was planned for (its specs' ``numerics``),
     whatever the worker's node has or its environment says: ``auto`` becomes ``cpu`` or ``cuda`` here,
@@ -165,7 +166,8 @@ def _for_ray(job: Job) -> tuple[Job, int]:
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         changes = {"device": "cuda" if cuda else "cpu", "threads": job.settings.resolved_threads(), "show_progress": False}
         settings = dataclasses.replace(settings, **{name: value for name, value in changes.items() if hasattr(settings, name)})
-    return dataclasses.replace(job, settings=settings), (1 if cuda else 0)
+    share = 1.0 / max(1, int(getattr(job.settings, "runs_per_device", 1)))
+    return dataclasses.replace(job, settings=settings), (share if cuda else 0.0)
 
 
 def _result(ray: Any, ref: Any) -> Mapping[str, Any]:
