@@ -40,10 +40,10 @@ class RayExecutor(Executor):
     name = "ray"
 
     def check(self) -> None:
-        _import_ray()
         address = _address()
-        if address and address != "local":
+        if address and address != "local":  # said first: it is wrong whether or not Ray is installed here
             _check_reachable(address)
+        _import_ray()
 
     def run(self, jobs: list[Job], on_result: OnResult, ready: Ready | None = None) -> None:
         from cdkd_bench.jobs import jobs_need_this_process  # imports the engine (torch): only when jobs run
