@@ -211,12 +211,14 @@ class Store:
     # ------------------------------------------------------------------ reading
 
     def done_ids(self) -> set[str]:
-        with self._connect() as db:
-            return {row[0] for row in db.execute("SELECT run_id FROM runs WHERE status = 'done'")}
+        return self._ids("done")
 
     def failed_ids(self) -> set[str]:
+        return self._ids("failed")
+
+    def _ids(self, status: str) -> set[str]:
         with self._connect() as db:
-            return {row[0] for row in db.execute("SELECT run_id FROM runs WHERE status = 'failed'")}
+            return {row[0] for row in db.execute("SELECT run_id FROM runs WHERE status = ?", (status,))}
 
     def runs(self, suite: str | None = None, status: str | None = "done") -> list[StoredRun]:
         query, params = f"SELECT {_RUN_COLUMNS} FROM runs", []

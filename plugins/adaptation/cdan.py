@@ -27,18 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.adaptation.common import (
-    Discriminator,
-    adversarial_coefficient,
-    check_non_negative,
-    check_positive,
-    entropy,
-    reverse_gradient,
-    weight_field,
-)
-
-HIDDEN = (128, 256, 512, 1024)
-"""Discriminator widths searched (the paper's is 1024)."""
+from cdkd_plugins.adaptation.common import Discriminator, adversarial_coefficient, check_positive, entropy
+from cdkd_plugins.adaptation.dann import DANN, discriminate
 
 RANDOM_SEED = 0
 """Seed of the generator that draws the randomized multilinear map's fixed matrices (reproducible runs)."""
@@ -93,23 +83,20 @@ class CDAN(Method):
     needs_teacher = False
 
     @dataclass(frozen=True)
-    class Hparams:
-        weight: float = weight_field(1.0)
-        hidden: int = field(default=256, metadata={"search": HIDDEN})
-        gamma: float = field(default=10.0, metadata={"search": (1.0, 30.0, "log")})
-        discriminator_lr_mult: float = field(default=1.0, metadata={"search": (0.1, 10.0, "log")})
+    class Hparams(DANN.Hparams):
+        """DANN's hparams (weight, discriminator width and learning-rate multiplier, λ schedule) and the conditioning's."""
+
         entropy_conditioning: bool = field(default=False, metadata={"search": (False, True)})
         max_multilinear_dim: int = field(default=4096, metadata={"search": (1024, 4096, 16384)})
         randomized_dim: int = field(default=1024, metadata={"search": (256, 512, 1024, 2048)})
 
         def __post_init__(self) -> None:
-            check_non_negative(weight=self.weight)
-            for name in ("hidden", "max_multilinear_dim", "randomized_dim"):
+            super().__post_init__()
+            for name in ("max_multilinear_dim", "randomized_dim"):
                 value = getattr(self, name)
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ValueError(f"{name} must be a whole number, got {value!r}")
-            check_positive(hidden=self.hidden, gamma=self.gamma, discriminator_lr_mult=self.discriminator_lr_mult,
-                           max_multilinear_dim=self.max_multilinear_dim, randomized_dim=self.randomized_dim)
+            check_positive(max_multilinear_dim=self.max_multilinear_dim, randomized_dim=self.randomized_dim)
             if not isinstance(self.entropy_conditioning, bool):
                 raise ValueError(f"entropy_conditioning must be True or False, got {self.entropy_conditioning!r}")
 
@@ -137,17 +124,16 @@ class CDAN(Method):
         source, target = step.student("source"), step.student("target")
         source_g = F.softmax(source.logits.detach().float(), dim=1)
         target_g = F.softmax(target.logits.detach().float(), dim=1)
-        joint = torch.cat([self.condition(source.features, source_g), self.condition(target.features, target_g)])
-        logits = self.discriminator(reverse_gradient(joint, adversarial_coefficient(step.progress, hp.gamma))).reshape(-1)
-        n = len(source.features)
+        source_logits, target_logits = discriminate(self.discriminator, self.condition(source.features, source_g),
+                                                    self.condition(target.features, target_g),
+                                                    adversarial_coefficient(step.progress, hp.gamma))
         if hp.entropy_conditioning:
-            value = conditional_domain_loss(logits[:n], logits[n:], entropy_weights(source_g), entropy_weights(target_g))
+            value = conditional_domain_loss(source_logits, target_logits, entropy_weights(source_g), entropy_weights(target_g))
         else:
-            value = conditional_domain_loss(logits[:n], logits[n:])
+            value = conditional_domain_loss(source_logits, target_logits)
         return {"cdan": hp.weight * value}
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.discriminator.parameters()), "lr_mult": self.hparams.discriminator_lr_mult}]
+    param_groups = DANN.param_groups  # the discriminator at its own learning-rate multiplier
 
 
 @hookimpl
