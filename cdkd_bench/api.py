@@ -19,14 +19,18 @@ from cdkd_bench.declarations import (
     Budget,
     DataContext,
     Domain,
+    DomainFiles,
     Executor,
+    ImageFiles,
     Job,
+    PublishedResult,
     Ready,
     RunJob,
     Selector,
     Suite,
     Task,
 )
+from cdkd_bench.images import Images
 
 __all__ = [
     "FAMILIES",
@@ -36,9 +40,12 @@ __all__ = [
     "Budget",
     "DataContext",
     "Domain",
+    "DomainFiles",
     "DomainData",
     "DomainRole",
     "Executor",
+    "ImageFiles",
+    "PublishedResult",
     "Job",
     "Method",
     "MethodInfo",
@@ -327,8 +334,13 @@ class Method(nn.Module):
         """For ``owns_step`` components: perform the whole update of one step; return terms to log."""
         raise NotImplementedError
 
-    def before_evaluation(self, student: nn.Module, target_unlabelled: torch.Tensor) -> None:
-        """Adjust a copy of the student before it is evaluated (AdaBN re-estimates BatchNorm here)."""
+    def before_evaluation(self, student: nn.Module, target_unlabelled: torch.Tensor | Images) -> None:
+        """Adjust a copy of the student before it is evaluated (AdaBN re-estimates BatchNorm here).
+
+        ``target_unlabelled`` holds every unlabelled target image the run may read: index it with
+        an index tensor or a slice for a float batch on the device (``len`` counts them); large
+        domains convert batch by batch, so never ask for all of them at once.
+        """
 
     @classmethod
     def describe(cls) -> str:

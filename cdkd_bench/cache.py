@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,11 @@ def cache_lock(path: Path) -> Iterator[None]:
             except BlockingIOError:
                 log.info("waiting for another process that is building %s", path.name)
                 fcntl.flock(handle, fcntl.LOCK_EX)
-        for leftover in temporary_files(path):
-            leftover.unlink(missing_ok=True)
+        for leftover in temporary_files(path):  # files, or folders of a multi-file cache (see image_cache)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         yield
     finally:
         handle.close()  # closing releases the lock

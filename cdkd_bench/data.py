@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from cdkd_bench.api import DataContext, Domain, DomainData
 from cdkd_bench.cache import cache_lock, content_hash, load_verified, save_verified
 from cdkd_bench.errors import UserError
+from cdkd_bench.image_cache import load_file_domain
+from cdkd_bench.images import Images, centre_crop, to_network_range
 from cdkd_bench.locations import CACHE_ENV, DATA_ENV, default_cache_dir, default_data_root  # noqa: F401 - their old home
 
 VAL_FRACTION = 0.1
@@ -22,7 +25,15 @@ VAL_FRACTION = 0.1
 SPLIT_SEED = 20261127
 
 
-def _check(domain: Domain, data: Any) -> DomainData:
+def domain_check_labels(domain: Domain, labels: Any, split: str) -> None:
+    """Refuse labels outside the domain's classes (a list file naming class 40 of 31, say)."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= domain.num_classes):
+        raise UserError(f"domain {domain.name!r}: {split} labels must lie in [0, {domain.num_classes}), "
+                        f"found {int(labels.min())}..{int(labels.max())}")
+
+
+def check_domain_data(domain: Domain, data: Any) -> DomainData:
+    """The domain's data if it has the shape the host expects; else one sentence saying what is wrong."""
     if not isinstance(data, DomainData):
         raise UserError(f"domain {domain.name!r} returned {type(data).__name__}, not DomainData")
     for split in ("train", "test"):
@@ -32,8 +43,7 @@ def _check(domain: Domain, data: Any) -> DomainData:
         # A train split may be empty: a test-only domain (a held-out evaluation set) can be a target, never a source.
         if len(x) != len(y) or (len(x) == 0 and split == "test"):
             raise UserError(f"domain {domain.name!r}: {split} split has {len(x)} images and {len(y)} labels")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= domain.num_classes):
-            raise UserError(f"domain {domain.name!r}: {split} labels must lie in [0, {domain.num_classes})")
+        domain_check_labels(domain, y, split)
     groups = data.train_groups
     if groups is not None and (groups.dtype != torch.int64 or groups.shape != data.train_y.shape):
         raise UserError(f"domain {domain.name!r}: train_groups must be int64 with one entry per train image, "
@@ -60,7 +70,7 @@ def _usable_domain_tensors(domain: Domain) -> Callable[[dict[str, torch.Tensor],
         if not set(_SPLIT_FIELDS) <= set(tensors) <= {*_SPLIT_FIELDS, "train_groups"}:
             return "is missing a split"
         try:
-            _check(domain, DomainData(**tensors))
+            check_domain_data(domain, DomainData(**tensors))
         except UserError as exc:
             return f"is malformed ({exc})"
         return None
@@ -101,6 +111,8 @@ def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Pat
     the packages its images come from (a new font renderer makes new images), and a hash
     of its content; a file that does not match is rebuilt (see :mod:`cdkd_bench.cache`).
     """
+    if domain.locate is not None:  # read from files: decoded once into a memory-mapped cache
+        return load_file_domain(domain, image_size, cache_dir, data_root, generator_packages(domain)).data
     path = domain_cache_path(domain, image_size, cache_dir)
     identity = {"kind": "domain", "domain": domain.name, "version": domain.version, "image_size": image_size,
                 "packages": generator_packages(domain)}
@@ -112,7 +124,8 @@ def load_domain(domain: Domain, image_size: int, cache_dir: Path, data_root: Pat
         cached = load_verified(path, identity, check, report=False)  # another process may have built it meanwhile
         if cached is not None:
             return DomainData(**cached[0])
-        raw = _check(domain, domain.load(DataContext(data_root, cache_dir / "raw" / domain.name)))
+        assert domain.load is not None
+        raw = check_domain_data(domain, domain.load(DataContext(data_root, cache_dir / "raw" / domain.name)))
         data = DomainData(
             resize_rgb(raw.train_x, image_size), raw.train_y.long(), resize_rgb(raw.test_x, image_size), raw.test_y.long(),
             raw.train_groups,
@@ -141,6 +154,9 @@ def domain_split_sizes(domain: Domain, image_size: int, cache_dir: Path, data_ro
 
 def _fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
                  data: DomainData | None) -> tuple[str, int, int]:
+    if domain.locate is not None:  # the manifest's hash, recorded while decoding: a large domain is never re-read
+        cached = load_file_domain(domain, image_size, cache_dir, data_root, generator_packages(domain))
+        return cached.content_hash[:16], len(cached.data.train_y), len(cached.data.test_y)
     path = domain_cache_path(domain, image_size, cache_dir)
     if data is None and not path.is_file():
         data = load_domain(domain, image_size, cache_dir, data_root)
@@ -178,16 +194,16 @@ def validation_split(labels: torch.Tensor, domain_name: str, groups: torch.Tenso
 
 
 def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images to the float range the networks see, [-1, 1], stored channels-last once
-    (the layout convolutions run fastest in, on the CPU and on CUDA; batches keep it)."""
-    return x.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+    """uint8 images to the float range the networks see (see :func:`cdkd_bench.images.to_network_range`)."""
+    return to_network_range(x)
 
 
 @dataclass
 class Split:
-    """Images already converted for the network, with labels, on the run's device."""
+    """Images with labels on the run's device: ``x`` is a float tensor, or :class:`~cdkd_bench.images.Images`
+    that convert uint8 storage per batch; both index the same way."""
 
-    x: torch.Tensor
+    x: torch.Tensor | Images
     y: torch.Tensor
 
     def __len__(self) -> int:
@@ -195,21 +211,53 @@ class Split:
 
 
 class BatchStream:
-    """Endless shuffled batches: each epoch is a fresh permutation from a seeded generator."""
+    """Endless shuffled batches: each epoch is a fresh permutation from a seeded generator.
+
+    When the split's images stream from the host (a domain larger than the device holds),
+    the next batch is gathered from the memory map into pinned memory by a background
+    thread while the current one trains; the order is the same either way. When the split
+    crops (a stored size above the input size), ``last_stored`` holds the latest batch at
+    the stored size, for augmentations that crop from it (random resized crops).
+    """
 
     def __init__(self, split: Split, batch_size: int, seed: int) -> None:
         self.split = split
         self.batch_size = min(batch_size, len(split))
+        images = split.x if isinstance(split.x, Images) else None
         # On the split's device, so a new epoch's order needs no copy from the host.
-        self.generator = torch.Generator(device=split.x.device).manual_seed(seed)
+        self.generator = torch.Generator(device=split.x.device if images is None or not images.streamed else "cpu").manual_seed(seed)
         self._order = torch.empty(0, dtype=torch.long)
         self._pos = 0
+        self._images = images
+        self._crops = images is not None and images.size != images.stored_size
+        self.last_stored: torch.Tensor | None = None
+        self._pool = ThreadPoolExecutor(1) if images is not None and images.streamed else None
+        self._pending: tuple[torch.Tensor, Future[torch.Tensor]] | None = None
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The next batch's images, labels, and their indices into the split."""
+    def _next_index(self) -> torch.Tensor:
         if self._pos + self.batch_size > len(self._order):
-            self._order = torch.randperm(len(self.split), generator=self.generator, device=self.split.x.device)
+            self._order = torch.randperm(len(self.split), generator=self.generator, device=self.generator.device)
             self._pos = 0
         idx = self._order[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
-        return self.split.x[idx], self.split.y[idx], idx
+        return idx
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next batch's images, labels, and their indices into the split."""
+        if self._images is None:
+            idx = self._next_index()
+            return self.split.x[idx], self.split.y[idx], idx
+        if self._pool is not None:
+            if self._pending is None:
+                first = self._next_index()
+                self._pending = (first, self._pool.submit(self._images.gather, first))
+            idx, rows = self._pending[0], self._pending[1].result()
+            ahead = self._next_index()
+            self._pending = (ahead, self._pool.submit(self._images.gather, ahead))
+            full = self._images.convert(rows)
+        else:
+            idx = self._next_index()
+            full = self._images.stored(idx)
+        self.last_stored = full if self._crops else None
+        y = self.split.y[idx.to(self.split.y.device)]
+        return centre_crop(full, self._images.size), y, idx.to(self.split.y.device)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cdkd_bench.api import DomainData
 
 FAMILIES = ("baseline", "distillation", "adaptation")
+HEADLINES = {"acc": "top-1 accuracy", "balanced_acc": "per-class mean accuracy"}
 
 
 # --------------------------------------------------------------------------- data
@@ -29,21 +30,66 @@ class DataContext:
 
 
 @dataclass(frozen=True)
+class ImageFiles:
+    """One split of a domain stored as image files (JPEG, PNG, …): their paths and labels, in a fixed order."""
+
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} image paths but {len(self.labels)} labels")
+
+
+@dataclass(frozen=True)
+class DomainFiles:
+    """What a file-backed domain found under the data root.
+
+    ``sources`` are every file its images come from: the decoded cache is keyed on their
+    paths, sizes and modification times, so a changed, added or removed file rebuilds it.
+    ``train`` and ``test`` list the images of each split for image-file layouts (folders,
+    image lists); the host decodes them one at a time into the cache. Leave them None for
+    array formats (IDX, LIBSVM, ``.mat``) that the domain's ``load`` decodes itself.
+    """
+
+    sources: tuple[Path, ...]
+    train: ImageFiles | None = None
+    test: ImageFiles | None = None
+
+
+@dataclass(frozen=True)
 class Domain:
     """A labelled image dataset with train and test splits.
 
     ``load`` returns the images at their native size; the host resizes them to the suite's
-    image size and caches the result, keyed by ``name`` and ``version``.
+    image size and caches the result, keyed by ``name`` and ``version``. A domain read from
+    files under the data root also has ``locate``; when it lists image files, ``load`` may
+    be None (the host decodes them).
     """
 
     name: str
     num_classes: int
-    load: Callable[[DataContext], DomainData]
+    load: Callable[[DataContext], DomainData] | None
     version: int = 1
     description: str = ""
     packages: tuple[str, ...] = ()
     """Distributions whose installed version can change the images (a font renderer, a bundled photo):
     they are recorded with the data and its content hash, and a new version rebuilds the cached images."""
+    locate: Callable[[DataContext], DomainFiles] | None = None
+    """Finds the domain's files under ``context.data_root``; raises ``UserError`` naming the files and layout
+    it expects, and where the dataset is published, when they are missing or laid out otherwise."""
+    expected_images: int | None = None
+    """How many images (train and test together) the published dataset has, for ``cdkd-bench data list``."""
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    """MD5 of each published file, by its path relative to the data root (verified by ``data check`` / ``prepare``)."""
+    download: Callable[[DataContext], None] | None = None
+    """Fetches the published files into the data root, verifying their checksums; None where no public URL exists."""
+    homepage: str = ""
+    """Where the dataset is published (named in the error for missing files)."""
+
+    def __post_init__(self) -> None:
+        if self.load is None and self.locate is None:
+            raise ValueError(f"domain {self.name!r} needs `load` or `locate`")
 
 
 @dataclass(frozen=True)
@@ -86,6 +132,12 @@ class Augmentation:
     gain: tuple[float, float] = (1.0, 1.0)
     bias: float = 0.0
     invert_probability: float = 0.0
+    crop_area: tuple[float, float] | None = None
+    """A random resized crop first (the Office / ImageNet recipe): a box covering this fraction of the stored
+    image's area, with aspect ratio in ``crop_ratio``, resized to the suite's ``crop_size``. None: no crop."""
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_probability: float = 0.0
+    """Mirror left-right with this probability (natural images; never digits)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +147,22 @@ class Task:
     name: str
     source: str
     target: str
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A number from the literature for one of a suite's tasks, shown beside ours on its leaderboard page."""
+
+    task: str
+    """The suite's short task name (``amazon_to_webcam``)."""
+    recipe: str
+    """The recipe it corresponds to (``source_only``, ``dann``, …)."""
+    accuracy: float
+    source: str
+    """Where it was published: the paper or repository and file."""
+    protocol: str = ""
+    """How it differs from ours: architecture, schedule, and above all the selection rule (``oracle`` when
+    checkpoints were picked on the target test set)."""
 
 
 @dataclass(frozen=True)
@@ -131,17 +199,35 @@ class Suite:
     the test split instead."""
     views: Mapping[str, Augmentation] = field(default_factory=dict)
     """Named augmentations components may read (``Method.views``), e.g. ``weak`` and ``strong``."""
+    crop_size: int | None = None
+    """The size networks see when it is smaller than the stored ``image_size`` (224 from 256 for the Office
+    suites): augmented batches are random resized crops, plain ones (and evaluation) the centre crop."""
+    headline: str = "acc"
+    """The metric of the suite's tables: ``acc`` (top-1 accuracy) or ``balanced_acc`` (the mean of the per-class
+    accuracies, VisDA-2017's headline number)."""
+    published: tuple[PublishedResult, ...] = ()
+    """Numbers from the literature for the suite's tasks, with their source and protocol."""
+    pretrained: bool = False
+    """Teachers and students start from their architectures' published (ImageNet) weights, or the files
+    given with ``--teacher-weights`` / ``--student-weights``; inputs are then normalised as those weights expect."""
     default: bool = False
     """The suite commands use when none is named (exactly one installed suite should say so)."""
     description: str = ""
     tasks: tuple[Task, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.headline not in HEADLINES:
+            raise ValueError(f"suite {self.name!r}: headline must be one of {', '.join(HEADLINES)}, got {self.headline!r}")
         pairs = self.pairs or tuple(itertools.permutations(self.domains, 2))
         tasks = tuple(
             Task(f"{self.name}.{self._short(s)}_to_{self._short(t)}", s, t) for s, t in pairs
         )
         object.__setattr__(self, "tasks", tasks)
+
+    @property
+    def input_size(self) -> int:
+        """The height and width of the images the networks see."""
+        return self.crop_size or self.image_size
 
     def _short(self, domain: str) -> str:
         prefix = f"{self.name}."

@@ -28,6 +28,7 @@ from cdkd_bench.task_data import TaskData, load_task_data
 from cdkd_bench.teacher_outputs import SplitName, cached_teacher_outputs
 from cdkd_bench.teachers import obtain_teacher
 from cdkd_bench.training import RunFailed, fit
+from cdkd_bench.weights import planned_weights
 
 __all__ = ["EngineSettings", "build_components", "execute", "execute_ensemble", "execute_safely"]
 
@@ -47,10 +48,10 @@ def _method_info(spec: RunSpec, student: nn.Module, teacher: nn.Module, data: Ta
     )
 
 
-def source_augmenter(spec: RunSpec) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The student's source augmentation under augmentation parity (seeded per run), else None."""
+def source_augmenter(spec: RunSpec, size: int | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The student's source augmentation under augmentation parity (seeded per run, output ``size`` square), else None."""
     policy = augmentation_from_dict(spec.source_augmentation)
-    return augmenter(policy, derive_seed(spec.seed, "student-source-augment")) if policy else None
+    return augmenter(policy, derive_seed(spec.seed, "student-source-augment"), size) if policy else None
 
 
 @dataclass
@@ -78,8 +79,10 @@ def _prepare(spec: RunSpec, host: Host, settings: EngineSettings, device: torch.
     teacher_s = time.perf_counter() - started
     # The same initial student for every recipe of a (task, seed): comparisons are paired.
     torch.manual_seed(derive_seed(spec.seed, "student-init"))
-    student = host.architecture(spec.student_arch, suite.num_classes, False).to(device).to(memory_format=torch.channels_last)
-    info = _method_info(spec, student, teacher, data, suite.image_size, suite.num_classes, device)
+    weights = planned_weights(settings.student_weights, spec.student_weights, "--student-weights")
+    student = host.architecture(spec.student_arch, suite.num_classes, spec.student_pretrained, weights)
+    student = student.to(device).to(memory_format=torch.channels_last)
+    info = _method_info(spec, student, teacher, data, suite.input_size, suite.num_classes, device)
     components = build_components(host, spec, info, device)
     needs_teacher = any(c.needs_teacher for c in components)
     uses_target = any(c.uses_target for c in components)
@@ -160,7 +163,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         teacher=run.teacher if any(c.needs_teacher for c in run.components) else None,
         teacher_tables=run.tables,
         reveal_target_labels=run.reveal_labels,
-        augment=source_augmenter(spec),
+        augment=source_augmenter(spec, host.suite(spec.suite).input_size),
         views=view_transforms(host.suite(spec.suite), run.components, spec.seed),
         backbone_lr_mult=spec.backbone_lr_mult,
         checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=lambda step: _evaluate(run, data, num_classes, step),
@@ -197,7 +200,7 @@ def execute_ensemble(specs: Sequence[RunSpec], host: Host, settings: EngineSetti
         [r.student for r in runs], [r.components for r in runs], data.source_train, data.target_train if runs[0].uses_target else None,
         steps=first.steps, batch_size=first.batch_size, lr=first.lr, weight_decay=first.weight_decay,
         seeds=[derive_seed(s.seed, "student-batches") for s in specs], teacher_tables=[r.tables for r in runs],
-        augments=[source_augmenter(s) for s in specs],
+        augments=[source_augmenter(s, host.suite(s.suite).input_size) for s in specs],
         teachers=[r.teacher if any(c.needs_teacher for c in r.components) else None for r in runs],
         reveal_target_labels=runs[0].reveal_labels, backbone_lr_mult=first.backbone_lr_mult,
         checkpoints=checkpoint_steps(first.steps, first.eval_points), on_checkpoint=on_checkpoint,

@@ -11,6 +11,7 @@ from torch import nn
 
 from cdkd_bench.api import Method
 from cdkd_bench.data import Split
+from cdkd_bench.images import Images, first
 from cdkd_bench.training import predict_outputs
 
 LABEL_FREE_IMAGES = 1024
@@ -18,7 +19,7 @@ LABEL_FREE_IMAGES = 1024
 an estimate is enough to rank checkpoints, and evaluating whole large splits at every checkpoint is not free."""
 
 
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor | Images) -> torch.Tensor:
     """Predicted classes for every image, in eval mode."""
     return predict_outputs(model, x).logits.argmax(dim=1)
 
@@ -74,7 +75,7 @@ def evaluate_checkpoint(
             component.before_evaluation(evaluated, target_train.x)
     target = predict_outputs(evaluated, target_test.x).logits.argmax(dim=1)
     test = classification_metrics(target, target_test.y, num_classes)
-    unlabelled = label_free_scores(predict_outputs(evaluated, target_train.x[:LABEL_FREE_IMAGES]).logits)
+    unlabelled = label_free_scores(predict_outputs(evaluated, first(target_train.x, LABEL_FREE_IMAGES)).logits)
     return {
         "step": step,
         "source_val.acc": classification_metrics(predict(evaluated, source_val.x), source_val.y, num_classes)["acc"],

@@ -48,3 +48,63 @@ def network_info(model: nn.Module, arch: str, image_size: int, device: torch.dev
         for f in getattr(model, "feature_info", None) or ()
     )
     return NetworkInfo(arch=arch, num_features=int(num_features), stages=stages)
+
+
+class NormalisedInput(nn.Module):
+    """A pretrained network fed the engine's [-1, 1] images, renormalised to the mean and std its weights expect.
+
+    The engine's data path is one for every network; what a set of weights was trained on
+    (ImageNet's mean and std, say) is the architecture's business, read from timm's
+    ``pretrained_cfg``. Every entry point the engine and components use (``forward``,
+    ``forward_features``, ``forward_intermediates``) renormalises; everything else is the
+    wrapped network's (``get_classifier``, ``feature_info``, …).
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        mean_t = torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1)
+        std_t = torch.tensor([float(s) for s in std]).view(1, -1, 1, 1)
+        # ((x + 1) / 2 - mean) / std as one multiply-add; not saved with the weights (they are the architecture's).
+        self.register_buffer("scale", 0.5 / std_t, persistent=False)
+        self.register_buffer("shift", (0.5 - mean_t) / std_t, persistent=False)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.net(self.normalise(x))
+
+    def forward_features(self, x: torch.Tensor) -> Any:
+        return self.net.forward_features(self.normalise(x))  # type: ignore[operator]
+
+    def forward_intermediates(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        return self.net.forward_intermediates(self.normalise(x), **kwargs)  # type: ignore[operator]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> Any:
+        return self.net.forward_head(x, pre_logits=pre_logits)  # type: ignore[operator]
+
+    def get_classifier(self) -> nn.Module:
+        return self.net.get_classifier()  # type: ignore[operator,no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["net"], name)
+
+
+def input_statistics(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std the model's weights expect (timm's ``pretrained_cfg``; ImageNet's when it says nothing)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD))
+
+
+def with_input_statistics(model: nn.Module) -> nn.Module:
+    """``model`` behind :class:`NormalisedInput`, unless its weights expect [-1, 1] already (mean = std = 0.5)."""
+    mean, std = input_statistics(model)
+    if all(m == 0.5 for m in mean) and all(s == 0.5 for s in std):
+        return model
+    return NormalisedInput(model, mean, std)

@@ -24,6 +24,7 @@ from cdkd_bench.recipes import reads_target_images
 from cdkd_bench.request import GridRequest
 from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, TeacherSpec, canonical_json
 from cdkd_bench.teachers import check_teacher_recipe
+from cdkd_bench.weights import weights_hash
 
 T = TypeVar("T")
 LABEL_REGIMES = ("uda",)
@@ -82,11 +83,14 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     teacher_computed_as = numerics(device, threads, request.compile)  # teachers train one by one either way
     no_target_images = _tasks_without_target_images(host, suite, tasks, [*recipes, *adapting], cache_dir or default_cache_dir(),
                                                     data_root or default_data_root())
+    weights = {role: weights_hash(Path(path)) if path else "" for role, path in
+               (("teacher", request.teacher_weights), ("student", request.student_weights))}
     specs = []
     for seed, teacher_recipe, task in itertools.product(seeds, teacher_recipes, tasks):
         teacher = TeacherSpec(
             suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
-            arch=teacher_arch, teacher_recipe=teacher_recipe, pretrained=False,
+            arch=teacher_arch, teacher_recipe=teacher_recipe, pretrained=suite.pretrained or bool(weights["teacher"]),
+            weights=weights["teacher"],
             num_classes=suite.num_classes, image_size=suite.image_size,
             steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
             weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=teacher_computed_as,
@@ -120,6 +124,7 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
                 eval_points=budget.eval_points, backbone_lr_mult=budget.backbone_lr_mult,
                 source_augmentation=student_augmentation, target_data=data_hash[task.target],
                 evaluation="transductive" if transductive else "test split",
+                student_pretrained=suite.pretrained or bool(weights["student"]), student_weights=weights["student"],
             ))
     return specs
 
@@ -159,10 +164,10 @@ def _planning_info(host: Host, suite: Suite, teacher_arch: str, student_arch: st
     cpu = torch.device("cpu")
     archs = {"teacher": teacher_arch, "student": student_arch}
     nets = {role: host.architecture(arch, suite.num_classes) for role, arch in archs.items()}  # typos fail here, with suggestions
-    shapes = {role: network_info(nets[role], arch, suite.image_size, cpu) for role, arch in archs.items()}
+    shapes = {role: network_info(nets[role], arch, suite.input_size, cpu) for role, arch in archs.items()}
     info = MethodInfo(num_classes=suite.num_classes, student_features=shapes["student"].num_features,
                       teacher_features=shapes["teacher"].num_features, total_steps=1, student=shapes["student"],
-                      teacher=shapes["teacher"], split_sizes={"source": 1, "target": 1}, image_size=suite.image_size)
+                      teacher=shapes["teacher"], split_sizes={"source": 1, "target": 1}, image_size=suite.input_size)
     return info, nets, shapes
 
 

@@ -26,6 +26,8 @@ from cdkd_bench.plugin_index import PLUGIN_FAMILIES, MethodTraits, PluginIndex, 
 from cdkd_bench.registry import RegistrationError, Registry
 
 if TYPE_CHECKING:  # torch-bound, and needed only by the commands that load methods and networks
+    from pathlib import Path
+
     from torch import nn
 
     from cdkd_bench.api import Method
@@ -231,18 +233,32 @@ class Host:
             return by_name[full]
         raise unknown_name(f"task of suite {suite.name!r}", name, by_name)
 
-    def architecture(self, name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
-        """Ask each resolver in pluggy's order (the timm fallback last); the first model wins."""
+    def architecture(self, name: str, num_classes: int, pretrained: bool = False, weights: Path | None = None) -> nn.Module:
+        """Ask each resolver in pluggy's order (the timm fallback last); the first model wins.
+
+        ``pretrained`` loads the architecture's published weights, or the local file ``weights``
+        when given (offline); a pretrained network then renormalises its inputs as its weights
+        expect (see :class:`cdkd_bench.networks.NormalisedInput`).
+        """
         for impl in reversed(self.pm.hook.cdkd_resolve_architecture.get_hookimpls()):
             try:
-                model = call_impl(impl, name=name, num_classes=num_classes, pretrained=pretrained)
-            except UserError:
+                model = call_impl(impl, name=name, num_classes=num_classes, pretrained=pretrained and weights is None)
+            except UserError as exc:
+                if pretrained and weights is None:
+                    raise UserError(f"{exc}; or give a local weights file with --teacher-weights / --student-weights") from None
                 raise
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken resolver must not hide the others
                 self.quarantine(impl.plugin_name, f"its architecture resolver raised {type(exc).__name__}: {exc}")
                 continue
             if model is not None:
-                return model
+                if not pretrained:
+                    return model
+                from cdkd_bench.networks import with_input_statistics
+                from cdkd_bench.weights import load_weights
+
+                if weights is not None:
+                    load_weights(model, weights, name)
+                return with_input_statistics(model)
         known = self.architecture_names()
         matches = close_matches(name, known)
         hint = f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""

@@ -28,7 +28,7 @@ def view_transforms(suite: Suite, components: Sequence[Method], seed: int,
                     purpose: str = "view") -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The suite's augmentation for every view some component reads, each with its own generator seeded from ``seed``."""
     wanted = sorted({view for c in components for views in c.views.values() for view in views})
-    return {view: augmenter(suite.views[view], derive_seed(seed, f"{purpose}-{view}")) for view in wanted}
+    return {view: augmenter(suite.views[view], derive_seed(seed, f"{purpose}-{view}"), suite.input_size) for view in wanted}
 
 
 def reads_target_images(method: type[Method]) -> bool:

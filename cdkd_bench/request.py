@@ -47,6 +47,10 @@ class GridRequest:
     """Train the seeds of each configuration as one vmapped ensemble; part of the runs' numerics."""
     augmentation_parity: bool = True
     """Augment every student's source batches with the suite's policy, as the teacher's are (off: an ablation)."""
+    teacher_weights: str | None = None
+    """A local weights file the teacher starts from (offline pretrained weights); its content hash joins the teacher's identity."""
+    student_weights: str | None = None
+    """A local weights file the student starts from."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

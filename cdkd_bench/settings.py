@@ -27,6 +27,9 @@ class EngineSettings:
     vmap_seeds: bool = False
     """Train the seeds of each configuration together as one vmapped ensemble (see cdkd_bench.ensemble)."""
     show_progress: bool = False
+    teacher_weights: Path | None = None
+    """Local weights files the pretrained teachers and students of the grid start from (their hashes are in the specs)."""
+    student_weights: Path | None = None
     command: str = ""
     """The command line that started the grid, recorded in each run's provenance ("" when not from the CLI)."""
 

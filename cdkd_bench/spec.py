@@ -66,6 +66,8 @@ class TeacherSpec:
     """Which target images the adaptation saw, unlabelled: ``test split`` (the train split) or ``transductive`` (all)."""
     recipe_hparams: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     recipe_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    weights: str = ""
+    """Content hash of the local weights file the teacher started from (``--teacher-weights``); "" for none or the published ones."""
 
     @property
     def adapted(self) -> bool:
@@ -76,6 +78,8 @@ class TeacherSpec:
         if not self.adapted:  # a source teacher depends on none of them: its key stays what it was before they existed
             for name in _ADAPTATION_FIELDS:
                 data.pop(name)
+        if not self.weights:  # likewise for teachers that start from no local file
+            data.pop("weights")
         return data
 
     @property
@@ -92,6 +96,9 @@ class TeacherSpec:
 SOURCE_TEACHER = "source"
 """The teacher recipe of a teacher trained on labelled source data only."""
 _ADAPTATION_FIELDS = ("target", "target_version", "target_data", "target_evaluation", "recipe_hparams", "recipe_versions")
+
+
+_LATER_RUN_FIELDS: dict[str, Any] = {"student_pretrained": False, "student_weights": ""}
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,17 @@ class RunSpec:
     evaluation: str = "test split"
     """How the target is evaluated: ``test split`` or ``transductive`` (every target image, unlabelled, for training and evaluation)."""
     protocol: int = PROTOCOL_VERSION
+    student_pretrained: bool = False
+    """The student starts from its architecture's published weights (or ``student_weights``), inputs normalised for them."""
+    student_weights: str = ""
+    """Content hash of the local weights file the student started from (``--student-weights``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name, default in _LATER_RUN_FIELDS.items():  # absent at their defaults: run ids made before they existed stay valid
+            if data[name] == default:
+                data.pop(name)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from cdkd_bench.api import DomainData
-from cdkd_bench.data import Split, domain_fingerprint, load_domain, to_input, validation_split
+from cdkd_bench.data import Split, domain_fingerprint, load_domain, validation_split
 from cdkd_bench.errors import UserError
+from cdkd_bench.images import Images
 from cdkd_bench.plugins import Host
 from cdkd_bench.settings import EngineSettings
 from cdkd_bench.spec import RunSpec, TeacherSpec
@@ -26,8 +27,9 @@ class TaskData:
     """Names of the target train and test splits' images (``all`` under the transductive protocol)."""
 
 
-def _split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
-    return Split(to_input(x.to(device)), y.to(device))
+def _split(parts: list[torch.Tensor], y: torch.Tensor, device: torch.device, size: int, rows: torch.Tensor | None = None) -> Split:
+    """A split whose images stay uint8 where they are stored (on the device when they fit) and are converted per batch."""
+    return Split(Images(parts, device, size, rows), y.to(device))
 
 
 def _checked(host: Host, suite_name: str, domain: str, expected: str, settings: EngineSettings) -> DomainData:
@@ -47,30 +49,37 @@ def load_source(host: Host, suite_name: str, source: str, settings: EngineSettin
     """The source domain's (train, val) splits; val is a fixed stratified tenth of its train split, whole groups."""
     data = _checked(host, suite_name, source, expected_hash, settings)
     train_idx, val_idx = validation_split(data.train_y, source, data.train_groups)
+    if len(train_idx) == 0:
+        raise UserError(f"domain {source!r} has too few train images to be a source: each class keeps at least one image "
+                        f"for source validation, and its {len(val_idx)} images all went there")
+    size = host.suite(suite_name).input_size
     return (
-        _split(data.train_x[train_idx], data.train_y[train_idx], device),
-        _split(data.train_x[val_idx], data.train_y[val_idx], device),
+        _split([data.train_x], data.train_y[train_idx], device, size, train_idx),
+        _split([data.train_x], data.train_y[val_idx], device, size, val_idx),
     )
 
 
 def load_task_data(host: Host, spec: RunSpec, settings: EngineSettings, device: torch.device) -> TaskData:
     source_train, source_val = load_source(host, spec.suite, spec.source, settings, device, spec.teacher.source_data)
     target = _checked(host, spec.suite, spec.target, spec.target_data, settings)
+    size = host.suite(spec.suite).input_size
     if spec.evaluation == TRANSDUCTIVE:
-        everything = _all_images(target, device)
+        everything = _all_images(target, device, size)
         return TaskData(source_train, source_val, everything, everything, ("all", "all"))
-    return TaskData(source_train, source_val, _split(target.train_x, target.train_y, device), _split(target.test_x, target.test_y, device))
+    return TaskData(source_train, source_val, _split([target.train_x], target.train_y, device, size),
+                    _split([target.test_x], target.test_y, device, size))
 
 
 def load_unlabelled_target(host: Host, teacher: TeacherSpec, settings: EngineSettings, device: torch.device) -> Split:
     """The target images an adapted teacher trains on: the ones its students see unlabelled (labels kept, never revealed)."""
     target = _checked(host, teacher.suite, teacher.target, teacher.target_data, settings)
+    size = host.suite(teacher.suite).input_size
     if teacher.target_evaluation == TRANSDUCTIVE:
-        return _all_images(target, device)
-    return _split(target.train_x, target.train_y, device)
+        return _all_images(target, device, size)
+    return _split([target.train_x], target.train_y, device, size)
 
 
-def _all_images(data: DomainData, device: torch.device) -> Split:
+def _all_images(data: DomainData, device: torch.device, size: int) -> Split:
     """Every image of a domain as one split: under the transductive protocol (the Office protocol)
     every target image is unlabelled training data and test data."""
-    return _split(torch.cat([data.train_x, data.test_x]), torch.cat([data.train_y, data.test_y]), device)
+    return _split([data.train_x, data.test_x], torch.cat([data.train_y, data.test_y]), device, size)

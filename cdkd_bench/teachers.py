@@ -25,6 +25,7 @@ from cdkd_bench.settings import EngineSettings
 from cdkd_bench.spec import SOURCE_TEACHER, TeacherSpec, derive_seed
 from cdkd_bench.task_data import load_source, load_unlabelled_target
 from cdkd_bench.training import fit
+from cdkd_bench.weights import planned_weights
 
 
 def check_teacher_recipe(recipe: str, methods: Registry[type[Method]]) -> str:
@@ -86,7 +87,9 @@ def obtain_teacher(
     check_teacher_recipe(teacher.teacher_recipe, host.methods)
     check_numerics(teacher.numerics, device, settings.resolved_threads(), settings.compile)
     torch.manual_seed(derive_seed(teacher.seed, "teacher-init"))
-    model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained).to(device).to(memory_format=torch.channels_last)
+    weights = planned_weights(settings.teacher_weights, teacher.weights, "--teacher-weights")
+    model = host.architecture(teacher.arch, teacher.num_classes, teacher.pretrained, weights)
+    model = model.to(device).to(memory_format=torch.channels_last)
     path = teacher_path(settings, teacher)
     metrics = _load_teacher(model, teacher, path)
     trained_now = False
@@ -115,12 +118,13 @@ def _train_teacher(host: Host, model: nn.Module, teacher: TeacherSpec, source_tr
     if teacher.adapted:
         target_train = load_unlabelled_target(host, teacher, settings, device)
         components = build_recipe(host, teacher.teacher_recipe.split("+"), teacher.recipe_hparams,
-                                  teacher_stage_info(model, teacher, len(source_train), len(target_train), device), device)
+                                  teacher_stage_info(model, teacher, len(source_train), len(target_train), device,
+                                                     host.suite(teacher.suite).input_size), device)
     losses = fit(
         model, components, source_train, target_train if any(c.uses_target for c in components) else None,
         steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
         seed=derive_seed(teacher.seed, "teacher-batches"),
-        augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment")) if policy else None,
+        augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment"), host.suite(teacher.suite).input_size) if policy else None,
         views=view_transforms(host.suite(teacher.suite), components, teacher.seed, "teacher-view"),
         desc=teacher.label, show_progress=settings.show_progress, compile_step=settings.compile,
     )
@@ -132,12 +136,13 @@ def _train_teacher(host: Host, model: nn.Module, teacher: TeacherSpec, source_tr
             **{f"train_loss.{name}": value for name, value in losses.items() if teacher.adapted}}
 
 
-def teacher_stage_info(model: nn.Module, teacher: TeacherSpec, source_size: int, target_size: int, device: torch.device) -> MethodInfo:
+def teacher_stage_info(model: nn.Module, teacher: TeacherSpec, source_size: int, target_size: int, device: torch.device,
+                       input_size: int) -> MethodInfo:
     """What adaptation components see while they adapt a teacher: the teacher is the network they train."""
-    shape = network_info(model, teacher.arch, teacher.image_size, device)
+    shape = network_info(model, teacher.arch, input_size, device)
     return MethodInfo(num_classes=teacher.num_classes, student_features=shape.num_features, teacher_features=None,
                       total_steps=teacher.steps, student=shape, teacher=None,
-                      split_sizes={"source": source_size, "target": target_size}, image_size=teacher.image_size)
+                      split_sizes={"source": source_size, "target": target_size}, image_size=input_size)
 
 
 def prepare_teacher(teacher: TeacherSpec, host: Host, settings: EngineSettings, wait: bool = True) -> dict[str, Any]:

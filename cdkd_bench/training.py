@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from cdkd_bench.api import PLAIN, Batch, DomainRole, Method, Outputs, Step, StepControl
 from cdkd_bench.compute import compile_backend
 from cdkd_bench.data import BatchStream, Split
+from cdkd_bench.images import Images
 from cdkd_bench.networks import forward_outputs
 
 FINITE_CHECK_EVERY = 25
@@ -178,8 +179,13 @@ def fit(
     transforms = dict(views or {})
     student_forward = compiled_forward(model, stages, device) if compile_step else partial(forward_outputs, model, stages=stages)
 
-    def view_maker(_domain: DomainRole, view: str, plain: Batch) -> Batch:
-        return Batch(transforms[view](plain.x), plain.y, plain.index)
+    streams = {"source": source_batches, "target": target_batches}
+
+    def view_maker(domain: DomainRole, view: str, plain: Batch) -> Batch:
+        # A suite that crops makes views from the stored-size images (a random resized crop needs the whole image).
+        stream = streams[domain]
+        stored = stream.last_stored if stream is not None else None
+        return Batch(transforms[view](plain.x if stored is None else stored), plain.y, plain.index)
 
     model.train()
     for component in components:
@@ -190,7 +196,7 @@ def fit(
     for index in tqdm(range(steps), desc=desc, leave=False, disable=progress_disabled(show_progress), mininterval=0.5):
         xs, ys, source_index = source_batches.next()
         if augment is not None:
-            xs = augment(xs)
+            xs = augment(xs if source_batches.last_stored is None else source_batches.last_stored)
         target_batch = empty
         if target_batches is not None:
             xt, yt, target_index = target_batches.next()
@@ -253,7 +259,7 @@ def _teacher_forward(
 
 
 @torch.no_grad()
-def predict_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> Outputs:
+def predict_outputs(model: nn.Module, x: torch.Tensor | Images, batch_size: int = 512) -> Outputs:
     """Float32 logits and features for every image, in eval mode."""
     was_training = model.training
     model.eval()

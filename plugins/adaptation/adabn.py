@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cdkd_bench import Method, Step, hookimpl
+from cdkd_bench.images import Images
 
 BATCH_SIZES = (64, 128, 256, 512)
 ORDER_SEED = 0
@@ -49,7 +50,7 @@ def equal_batches(count: int, batch_size: int, seed: int = ORDER_SEED) -> list[t
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+def reestimate_batchnorm(model: nn.Module, images: torch.Tensor | Images, batch_size: int) -> None:
     """Replace every BatchNorm layer's running statistics by those of its inputs on ``images``; model left in eval mode."""
     layers = batchnorm_layers(model)
     if not layers or len(images) == 0:
@@ -90,7 +91,7 @@ class AdaBN(Method):
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
         return {}
 
-    def before_evaluation(self, student: nn.Module, target_unlabelled: torch.Tensor) -> None:
+    def before_evaluation(self, student: nn.Module, target_unlabelled: torch.Tensor | Images) -> None:
         reestimate_batchnorm(student, target_unlabelled, self.hparams.batch_size)
 
 
