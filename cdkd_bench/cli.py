@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                               "also that grid's pending runs and an ETA (reads the store, never writes it)")
     _add_grid_args(p_status, out_dir=False)
 
+    p_data = sub.add_parser("data", help="datasets under the data root: `data list`, `data check SUITE`, `data prepare SUITE`")
+    data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)
+    p_dlist = data_sub.add_parser("list", help="each domain: found, cached, missing or generated, with image counts "
+                                  "against the published ones")
+    p_dlist.add_argument("--suite", help="only this suite (default: every suite)")
+    p_check = data_sub.add_parser("check", help="verify published checksums and decode every image once; exit 2 on any problem")
+    p_prepare = data_sub.add_parser("prepare", help="download where a public URL exists, verify, and decode into the cache")
+    for p in (p_check, p_prepare):
+        p.add_argument("suite", metavar="SUITE", help="suite name, e.g. digits or office31")
+    for p in (p_dlist, p_check, p_prepare):
+        p.add_argument("--data-root", type=_path, help="where real datasets live (env CDKD_BENCH_DATA)")
+        p.add_argument("--cache-dir", type=_path, help="where decoded images are cached (env CDKD_BENCH_CACHE)")
+
     p_runs = sub.add_parser("runs", help="look at stored runs: `runs show RUN_ID`")
     runs_sub = p_runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser, required=True)
     p_show = runs_sub.add_parser("show", help="one run's spec, status, metrics, timings, error and provenance")
@@ -101,6 +114,11 @@ def _add_grid_args(parser: argparse.ArgumentParser, *, out_dir: bool) -> None:
     parser.add_argument("--tasks", type=_raw_list, help="comma-separated task names (default: all of the suite's)")
     parser.add_argument("--teacher", help="teacher architecture (default: the suite's)")
     parser.add_argument("--student", help="student architecture (default: the suite's)")
+    parser.add_argument("--teacher-weights", dest="teacher_weights", type=_path, metavar="FILE",
+                        help="start the teacher from this local weights file (offline pretrained weights, e.g. timm's "
+                        "ImageNet ResNet-50 .pth/.bin); a classifier of another class count is left freshly initialised")
+    parser.add_argument("--student-weights", dest="student_weights", type=_path, metavar="FILE",
+                        help="start the student from this local weights file")
     parser.add_argument("--recipes", type=_raw_list, help="comma-separated recipes, e.g. kd,kd+dann")
     parser.add_argument("--teacher-recipe", dest="teacher_recipe", type=_raw_list,
                         help="how teachers are made: source (default) or adaptation components, e.g. dann or dann+mcc; "
@@ -219,7 +237,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 _RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "teacher_recipe", "seeds", "budget", "selection", "executor", "store", "device",
-              "compile", "vmap_seeds", "augmentation_parity")
+              "compile", "vmap_seeds", "augmentation_parity", "teacher_weights", "student_weights")
 
 
 def _request_from(args: argparse.Namespace) -> Any:
@@ -232,7 +250,7 @@ def _request_from(args: argparse.Namespace) -> Any:
     for key in _RUN_FLAGS:
         value = getattr(args, key)
         if value is not None:
-            value = str(value) if key == "store" else value
+            value = str(value) if key in ("store", "teacher_weights", "student_weights") else value
             check_value(f"--{key}", key, value)
             fields[key] = value
     if args.hparams:
@@ -258,6 +276,16 @@ def _worker_counts(args: argparse.Namespace, device: str) -> tuple[int | None, i
         raise UserError("--runs-per-device packs several runs on each GPU, and this grid runs on the CPU; "
                         "use --workers to run several at once")
     return None, per_device
+
+
+def _weights_file(value: str | None, flag: str) -> Path | None:
+    """A weights file the user named, made absolute (workers may run elsewhere) and checked to exist."""
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"{flag} names {value!r}, which is not a file")
+    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -289,6 +317,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         vmap_seeds=request.vmap_seeds,
         show_progress=not args.no_progress,
         command=args.command_line,
+        teacher_weights=_weights_file(request.teacher_weights, "--teacher-weights"),
+        student_weights=_weights_file(request.student_weights, "--student-weights"),
     )
     settings.resolved_workers()  # a bad CDKD_BENCH_WORKERS is said now, before any work
     writable_folder(args.out_dir, "leaderboard pages", "--out-dir")
@@ -404,8 +434,39 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from cdkd_bench.data_commands import check_domain, domain_state, prepare_domain, render_states
+    from cdkd_bench.locations import default_cache_dir, default_data_root
+    from cdkd_bench.plugins import load_host
+
+    host = load_host()
+    _warn_failed_plugins(host)
+    cache_dir, data_root = args.cache_dir or default_cache_dir(), args.data_root or default_data_root()
+    if args.data_command == "list":
+        suites = [host.suite(args.suite)] if args.suite else [host.suite(e.name) for e in host.suites]
+        print(render_states([domain_state(s, host.domains.get(d), cache_dir, data_root) for s in suites for d in s.domains]), end="")
+        return 0
+    suite = host.suite(args.suite)
+    if args.data_command == "prepare":
+        for name in suite.domains:
+            prepare_domain(suite, host.domains.get(name), cache_dir, data_root)
+            print(f"{name}: ready")
+        return 0
+    failed = 0
+    for name in suite.domains:
+        problems = check_domain(suite, host.domains.get(name), cache_dir, data_root)
+        print(f"{name}: {'ok' if not problems else 'problem'}")
+        for problem in problems:
+            print(f"cdkd-bench: error: {problem}", file=sys.stderr)
+        failed += bool(problems)
+    if failed:
+        print(f"cdkd-bench: {failed} of {len(suite.domains)} domains of {suite.name} have problems (above)", file=sys.stderr)
+        return 2
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard, "forget": cmd_forget,
-            "status": cmd_status, "runs": cmd_runs}
+            "status": cmd_status, "runs": cmd_runs, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdkd_bench.declarations import Selector
+from cdkd_bench.declarations import HEADLINES, Selector
 from cdkd_bench.errors import unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
@@ -121,6 +121,13 @@ def _budget_numbers(spec: RunSpec) -> str:
         "student": [spec.steps, spec.batch_size, spec.lr, spec.weight_decay, spec.eval_points, spec.backbone_lr_mult],
         "teacher": [t.steps, t.batch_size, t.lr, t.weight_decay, t.augmentation], "protocol": spec.protocol,
     })
+
+
+def headline_metric(suite: str, host: Host | None) -> str:
+    """The stored metric a suite's tables show: top-1 accuracy, or the per-class mean for suites that say so (VisDA)."""
+    if host is None or suite not in host.suites:
+        return METRIC
+    return f"target_test.{host.suite(suite).headline}"
 
 
 def selected_metrics(run: StoredRun, selector: Selector | None) -> dict[str, Any]:
@@ -243,7 +250,7 @@ def _teacher_row(group: list[StoredRun], name: str, kind: str, selector: Selecto
         s = run.spec
         # Scored on the images the student rows are (the oracle's held-out split differs under the transductive protocol).
         if run.status == "done" and (_row_kind(s.recipe, host) != "upper_bound" or s.seed not in teacher.values[s.task]):
-            teacher.values[s.task][s.seed] = selected_metrics(run, selector)["teacher.target_test.acc"]
+            teacher.values[s.task][s.seed] = selected_metrics(run, selector)[f"teacher.{headline_metric(s.suite, host)}"]
     return teacher
 
 
@@ -264,7 +271,7 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
             failed_runs.append(run)
             continue
         m = selected_metrics(run, selector)
-        row.values[s.task][s.seed] = m[METRIC]
+        row.values[s.task][s.seed] = m[headline_metric(s.suite, host)]
         teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
     rows = sorted([teacher, *recipe_rows.values()], key=lambda r: (_KIND_ORDER[r.kind], r.name))
     for row in rows:
@@ -340,7 +347,7 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
         *_budget_note(table, host),
         f"Augmentation parity: {augmentation}.",
         "",
-        f"Target test top-1 accuracy (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
+        f"Target test {_headline_words(p.suite, host)} (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
         f"selection rule `{p.selection}`, teacher recipe `{p.teacher_recipe}`, computed as `{p.numerics}`. "
         f"avg: per seed, the mean over all tasks, over the seeds every row has on every task (here: {seed_text}), "
         "so all rows are compared on the same seeds. "
@@ -377,6 +384,8 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
     for source, per_seed in sorted(table.teacher_source_val.items()):
         lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
     lines.append("")
+    lines += _evaluation_lines(table, host)
+    lines += _published_lines(table, host)
     lines += detectable_difference_lines(table, seeds)
     if table.test_images:
         lines += ["Target images scored per run: " + "; ".join(
@@ -399,6 +408,48 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
         lines += ["Produced by: " + "; ".join(f"`{command}`" for command in table.commands[:COMMANDS_LISTED])
                   + (f" and {len(table.commands) - COMMANDS_LISTED} more" if len(table.commands) > COMMANDS_LISTED else "") + ".", ""]
     return lines
+
+
+def _headline_words(suite: str, host: Host | None) -> str:
+    return HEADLINES[headline_metric(suite, host).removeprefix("target_test.")]
+
+
+def _evaluation_lines(table: Table, host: Host | None) -> list[str]:
+    """How each task's target was scored: its test split, or every image under the transductive protocol."""
+    if host is None or table.protocol.suite not in host.suites:
+        return []
+    suite = host.suite(table.protocol.suite)
+    targets = {t.name: t.target for t in suite.tasks}
+    transductive = [t for t in table.tasks if targets.get(t) in suite.transductive_targets]
+    if not transductive:
+        return [f"Evaluation: on each target's test split, never seen in training or selection (suite `{suite.name}`).", ""]
+    names = ", ".join(_short_task(t, suite.name) for t in transductive)
+    return [f"Evaluation: transductive on {names} (the standard UDA protocol of this suite: every target image is "
+            "unlabelled training data and test data); `target_oracle`, which reads target labels, trains on the "
+            "target's train split and is scored on its held-out test split instead.", ""]
+
+
+def _published_lines(table: Table, host: Host | None) -> list[str]:
+    """Numbers from the literature for the table's tasks, beside ours but in their own table: their protocols differ."""
+    if host is None or table.protocol.suite not in host.suites:
+        return []
+    suite = host.suite(table.protocol.suite)
+    shorts = [_short_task(t, suite.name) for t in table.tasks]
+    found = [r for r in suite.published if _short_task(r.task, suite.name) in shorts]
+    if not found:
+        return []
+    recipes = list(dict.fromkeys(r.recipe for r in found))
+    cells = {(r.recipe, _short_task(r.task, suite.name)): r.accuracy for r in found}
+    lines = ["Published numbers for these tasks (accuracy %, from the sources below; not comparable cell by cell "
+             "with the rows above: other architectures, schedules and selection rules):", ""]
+    lines.append("| published | " + " | ".join(shorts) + " |")
+    lines.append("|---|" + "---:|" * len(shorts))
+    for recipe in recipes:
+        lines.append(f"| {recipe} | " + " | ".join(f"{cells[recipe, t]:.1f}" if (recipe, t) in cells else "—" for t in shorts) + " |")
+    lines.append("")
+    for source, protocol in dict.fromkeys((r.source, r.protocol) for r in found):
+        lines.append(f"- {source}" + (f": {protocol}" if protocol else ""))
+    return [*lines, ""]
 
 
 # The difference the embedded suite's published table is sized to detect (see docs/protocol.md).
