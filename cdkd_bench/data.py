@@ -217,7 +217,7 @@ class BatchStream:
     the next batch is gathered from the memory map into pinned memory by a background
     thread while the current one trains; the order is the same either way. When the split
     crops (a stored size above the input size), ``last_stored`` holds the latest batch at
-    the stored size, for augmentations that crop from it (random resized crops).
+    the stored size as uint8, for augmentations that crop from it (random resized crops).
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int) -> None:
@@ -242,8 +242,13 @@ class BatchStream:
         self._pos += self.batch_size
         return idx
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The next batch's images, labels, and their indices into the split."""
+    def next(self, plain: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next batch's images, labels, and their indices into the split.
+
+        With ``plain=False`` a split that crops leaves the images empty (0 images): the caller
+        augments ``last_stored`` instead, and converting the centre crop would be wasted work.
+        """
+        rows: torch.Tensor | None
         if self._images is None:
             idx = self._next_index()
             return self.split.x[idx], self.split.y[idx], idx
@@ -254,10 +259,17 @@ class BatchStream:
             idx, rows = self._pending[0], self._pending[1].result()
             ahead = self._next_index()
             self._pending = (ahead, self._pool.submit(self._images.gather, ahead))
-            full = self._images.convert(rows)
+            rows = rows.to(self._images.device, non_blocking=True)
         else:
             idx = self._next_index()
-            full = self._images.stored(idx)
-        self.last_stored = full if self._crops else None
+            rows = self._images.gather(idx) if self._crops else None
+        # The uint8 images at their stored size, for augmentations that crop from them (cheapest as bytes).
+        self.last_stored = rows if self._crops else None
+        if rows is None:
+            x = self._images[idx]
+        elif plain or not self._crops:
+            x = self._images.convert(centre_crop(rows, self._images.size))
+        else:
+            x = self._images[idx[:0]]
         y = self.split.y[idx.to(self.split.y.device)]
-        return centre_crop(full, self._images.size), y, idx.to(self.split.y.device)
+        return x, y, idx.to(self.split.y.device)

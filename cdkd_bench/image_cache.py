@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from cdkd_bench.api import DataContext, Domain, DomainData, DomainFiles, ImageFiles
 from cdkd_bench.cache import cache_lock
 from cdkd_bench.errors import UserError
+from cdkd_bench.mapped import read_randomly
 from cdkd_bench.spec import canonical_json
 
 log = logging.getLogger("cdkd_bench")
@@ -130,6 +131,7 @@ def read_cache(folder: Path, identity: dict[str, Any]) -> CachedDomain | None:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         images = np.load(folder / "images.npy", mmap_mode="c")
+        read_randomly(images)
         labels = np.load(folder / "labels.npy")
     except (OSError, ValueError) as exc:
         log.warning("image cache %s is unreadable (%s); rebuilding it", folder, exc)

@@ -90,7 +90,7 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
         teacher = TeacherSpec(
             suite=suite.name, source=task.source, source_version=host.domains.get(task.source).version,
             arch=teacher_arch, teacher_recipe=teacher_recipe, pretrained=suite.pretrained or bool(weights["teacher"]),
-            weights=weights["teacher"],
+            weights=weights["teacher"], backbone_lr_mult=budget.backbone_lr_mult,
             num_classes=suite.num_classes, image_size=suite.image_size,
             steps=budget.teacher_steps, batch_size=budget.batch_size, lr=budget.lr,
             weight_decay=budget.weight_decay, seed=seed, augmentation=augmentation, numerics=teacher_computed_as,

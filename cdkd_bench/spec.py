@@ -68,6 +68,8 @@ class TeacherSpec:
     recipe_versions: dict[str, int] = dataclasses.field(default_factory=dict)
     weights: str = ""
     """Content hash of the local weights file the teacher started from (``--teacher-weights``); "" for none or the published ones."""
+    backbone_lr_mult: float = 1.0
+    """The teacher's body learns at ``lr`` times this (a pretrained teacher is fine-tuned like a pretrained student)."""
 
     @property
     def adapted(self) -> bool:
@@ -78,8 +80,9 @@ class TeacherSpec:
         if not self.adapted:  # a source teacher depends on none of them: its key stays what it was before they existed
             for name in _ADAPTATION_FIELDS:
                 data.pop(name)
-        if not self.weights:  # likewise for teachers that start from no local file
-            data.pop("weights")
+        for name, default in (("weights", ""), ("backbone_lr_mult", 1.0)):  # likewise at their defaults
+            if data[name] == default:
+                data.pop(name)
         return data
 
     @property

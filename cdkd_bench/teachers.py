@@ -123,7 +123,7 @@ def _train_teacher(host: Host, model: nn.Module, teacher: TeacherSpec, source_tr
     losses = fit(
         model, components, source_train, target_train if any(c.uses_target for c in components) else None,
         steps=teacher.steps, batch_size=teacher.batch_size, lr=teacher.lr, weight_decay=teacher.weight_decay,
-        seed=derive_seed(teacher.seed, "teacher-batches"),
+        seed=derive_seed(teacher.seed, "teacher-batches"), backbone_lr_mult=teacher.backbone_lr_mult,
         augment=augmenter(policy, derive_seed(teacher.seed, "teacher-augment"), host.suite(teacher.suite).input_size) if policy else None,
         views=view_transforms(host.suite(teacher.suite), components, teacher.seed, "teacher-view"),
         desc=teacher.label, show_progress=settings.show_progress, compile_step=settings.compile,

@@ -194,7 +194,7 @@ def fit(
     tail_sums: dict[str, Any] = {}  # device tensors, read back once at the end
     checkpoint_at = set(checkpoints)
     for index in tqdm(range(steps), desc=desc, leave=False, disable=progress_disabled(show_progress), mininterval=0.5):
-        xs, ys, source_index = source_batches.next()
+        xs, ys, source_index = source_batches.next(plain=augment is None)
         if augment is not None:
             xs = augment(xs if source_batches.last_stored is None else source_batches.last_stored)
         target_batch = empty

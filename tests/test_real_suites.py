@@ -197,6 +197,8 @@ def test_a_tiny_office31_grid_starts_from_local_weights_and_is_scored_transducti
     assert {s["student_weights"] for s in specs} == {s["teacher"]["weights"] for s in specs} == {
         hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}
     assert all(s["student_pretrained"] and s["teacher"]["pretrained"] for s in specs)
+    # Both are fine-tuned as pretrained networks are: the body at a tenth of the classifier's rate.
+    assert {s["backbone_lr_mult"] for s in specs} == {s["teacher"]["backbone_lr_mult"] for s in specs} == {0.1}
     assert {s["evaluation"] for s in specs if s["recipe"] != "target_oracle"} == {"transductive"}
     page = (tmp_path / "out" / "office31.md").read_text()
     assert "Evaluation: transductive on amazon→webcam" in page and "| mcc | 94.1 |" in page
