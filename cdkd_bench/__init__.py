@@ -33,6 +33,7 @@ from cdkd_bench.declarations import (
     Task,
 )
 from cdkd_bench.errors import UserError
+from cdkd_bench.registration import RegisterDomains, RegisterExecutors, RegisterMethods, RegisterSelectors, RegisterSuites
 
 if TYPE_CHECKING:
     from cdkd_bench.api import Batch, DomainData, Method, MethodInfo, Outputs, Step
@@ -58,6 +59,11 @@ __all__ = [
     "MethodInfo",
     "Outputs",
     "Ready",
+    "RegisterDomains",
+    "RegisterExecutors",
+    "RegisterMethods",
+    "RegisterSelectors",
+    "RegisterSuites",
     "RunJob",
     "Selector",
     "Step",

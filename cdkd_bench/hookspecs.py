@@ -1,53 +1,55 @@
 """Every hook a cdkd-bench plugin can implement.
 
-Registration hooks receive a ``register`` callable; the host validates each call and
-records which plugin made it. Per-step training behaviour is not a hook: it lives in
+Registration hooks receive a typed ``register`` callable (the protocols of
+:mod:`cdkd_bench.registration`); the host validates each call and records which plugin
+made it. Per-step training behaviour is not a hook: it lives in
 :class:`cdkd_bench.Method` objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from cdkd_bench.declarations import Domain, Executor, Selector, Suite
+from cdkd_bench.registration import RegisterDomains, RegisterExecutors, RegisterMethods, RegisterSelectors, RegisterSuites
 
 if TYPE_CHECKING:  # annotations only: the plugin manager must not need torch to know the hooks
     from torch import nn
-
-    from cdkd_bench.api import Method
 
 PROJECT = "cdkd_bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def cdkd_register_domains(register: Callable[[Domain], None]) -> None:
+def cdkd_register_domains(register: RegisterDomains) -> None:
     """Register datasets.
 
-    :param register: call once per :class:`cdkd_bench.Domain`.
+    :param register: the typed register object, :class:`cdkd_bench.RegisterDomains`: call it
+        once per :class:`cdkd_bench.Domain`.
 
     .. versionadded:: 0.1
     """
 
 
 @hookspec
-def cdkd_register_suites(register: Callable[[Suite], None]) -> None:
+def cdkd_register_suites(register: RegisterSuites) -> None:
     """Register suites: their domains, tasks, image size, budgets and defaults.
 
-    :param register: call once per :class:`cdkd_bench.Suite`.
+    :param register: the typed register object, :class:`cdkd_bench.RegisterSuites`: call it
+        once per :class:`cdkd_bench.Suite`.
 
     .. versionadded:: 0.1
     """
 
 
 @hookspec
-def cdkd_register_methods(register: Callable[[type[Method]], None]) -> None:
+def cdkd_register_methods(register: RegisterMethods) -> None:
     """Register method components.
 
-    :param register: call once per subclass of :class:`cdkd_bench.Method`.
+    :param register: the typed register object, :class:`cdkd_bench.RegisterMethods`: call it
+        once per subclass of :class:`cdkd_bench.Method` (the class, not an instance).
 
     .. versionadded:: 0.1
     """
@@ -79,20 +81,22 @@ def cdkd_architecture_names() -> list[str]:
 
 
 @hookspec
-def cdkd_register_executors(register: Callable[[type[Executor]], None]) -> None:
+def cdkd_register_executors(register: RegisterExecutors) -> None:
     """Register executors that run a grid's jobs (in process, on a cluster, …).
 
-    :param register: call once per subclass of :class:`cdkd_bench.Executor`.
+    :param register: the typed register object, :class:`cdkd_bench.RegisterExecutors`: call
+        it once per subclass of :class:`cdkd_bench.Executor`.
 
     .. versionadded:: 0.1
     """
 
 
 @hookspec
-def cdkd_register_selectors(register: Callable[[Selector], None]) -> None:
+def cdkd_register_selectors(register: RegisterSelectors) -> None:
     """Register model-selection rules.
 
-    :param register: call once per :class:`cdkd_bench.Selector`.
+    :param register: the typed register object, :class:`cdkd_bench.RegisterSelectors`: call
+        it once per :class:`cdkd_bench.Selector`.
 
     .. versionadded:: 0.1
     """

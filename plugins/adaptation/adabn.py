@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cdkd_bench import Method, Step, hookimpl
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
 from cdkd_bench.images import Images
 
 BATCH_SIZES = (64, 128, 256, 512)
@@ -96,5 +96,5 @@ class AdaBN(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(AdaBN)

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.adaptation.common import Discriminator, adversarial_coefficient, check_positive, entropy
-from cdkd_plugins.adaptation.dann import DANN, discriminate
+from cdkd_bench import Method, MethodInfo, RegisterMethods, Step, hookimpl
+
+from .common import Discriminator, adversarial_coefficient, check_positive, entropy
+from .dann import DANN, discriminate
 
 RANDOM_SEED = 0
 """Seed of the generator that draws the randomized multilinear map's fixed matrices (reproducible runs)."""
@@ -137,5 +138,5 @@ class CDAN(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(CDAN)

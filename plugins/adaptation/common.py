@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdkd_plugins.methods.common import check_non_negative, check_positive
+from ..methods.common import check_non_negative, check_positive
 
 __all__ = [
     "Discriminator",

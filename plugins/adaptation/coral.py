@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import check_non_negative, weight_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_non_negative, weight_field
 
 LAYERS = ("logits", "features")
 """Which of the student's outputs the covariances are taken of, by the ``layer`` hparam."""
@@ -69,5 +70,5 @@ class CORAL(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(CORAL)

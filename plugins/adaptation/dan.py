@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import check_non_negative, weight_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_non_negative, weight_field
 
 LAYERS: dict[str, tuple[str, ...]] = {"features": ("features",), "features+logits": ("features", "logits")}
 """Which of the student's outputs are adapted, by the ``layers`` hparam."""
@@ -106,5 +107,5 @@ class DAN(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(DAN)

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.adaptation.common import (
+from cdkd_bench import Method, MethodInfo, RegisterMethods, Step, hookimpl
+
+from .common import (
     Discriminator,
     adversarial_coefficient,
     check_non_negative,
@@ -102,5 +103,5 @@ class DANN(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(DANN)

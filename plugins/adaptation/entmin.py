@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import check_non_negative, entropy, weight_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_non_negative, entropy, weight_field
 
 
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -47,5 +48,5 @@ class EntMin(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(EntMin)

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import check_non_negative, check_probability, weight_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_non_negative, check_probability, weight_field
 
 
 def pseudo_labels(weak_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,5 +75,5 @@ class FixMatch(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(FixMatch)

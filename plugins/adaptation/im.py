@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import check_non_negative, entropy, weight_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_non_negative, entropy, weight_field
 
 
 def information_maximisation(logits: torch.Tensor, diversity_weight: float) -> torch.Tensor:
@@ -56,5 +57,5 @@ class IM(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(IM)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import check_non_negative, check_positive, entropy, weight_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_non_negative, check_positive, entropy, weight_field
 
 
 def class_confusion(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -57,5 +58,5 @@ class MCC(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(MCC)

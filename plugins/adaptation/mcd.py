@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdkd_bench import Method, MethodInfo, Step, hookimpl
+from cdkd_bench import Method, MethodInfo, RegisterMethods, Step, hookimpl
 from cdkd_bench.api import StepControl
 
 GENERATOR_STEPS = (1, 2, 4)
@@ -118,5 +118,5 @@ class MCD(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(MCD)

@@ -7,7 +7,7 @@ sees 16x16 maps, and narrow widths so they train in seconds per epoch on a lapto
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from timm.models import register_model
 from timm.models.resnet import BasicBlock, ResNet
@@ -23,12 +23,16 @@ def _small_input_resnet(layers: tuple[int, ...], channels: tuple[int, ...], **kw
     kwargs.pop("cache_dir", None)
     # A 'deep' stem sized channels[0] // 2 makes timm size the first stage for channels[0];
     # the stem itself is then swapped for one 3x3 stride-2 conv.
-    model = ResNet(BasicBlock, layers, channels=channels, stem_type="deep", stem_width=channels[0] // 2, **kwargs)
+    # timm annotates `block` as an instance (Union[BasicBlock, Bottleneck]) though it takes the class: its hint is wrong.
+    model = ResNet(BasicBlock, layers, channels=channels, stem_type="deep", stem_width=channels[0] // 2, **kwargs)  # type: ignore[arg-type]
     in_chans = kwargs.get("in_chans", 3)
-    model.conv1 = nn.Conv2d(in_chans, channels[0], kernel_size=3, stride=2, padding=1, bias=False)
-    model.maxpool = nn.Identity()
+    # add_module rather than `model.conv1 = ...`: timm leaves these attributes unannotated, so mypy types
+    # them as the deep stem's nn.Sequential. Same effect: the submodule is replaced in place.
+    model.add_module("conv1", nn.Conv2d(in_chans, channels[0], kernel_size=3, stride=2, padding=1, bias=False))
+    model.add_module("maxpool", nn.Identity())
     for info in model.feature_info[1:]:
-        info["reduction"] //= 2  # without the stem pool every stage sees twice the resolution
+        # without the stem pool every stage sees twice the resolution
+        info["reduction"] = cast(int, info["reduction"]) // 2
     return model
 
 

@@ -15,7 +15,7 @@ def _timm() -> ModuleType:
     """timm, with the 32px variants registered; imported on first use, since commands that build no network must not pay for it."""
     import timm
 
-    from cdkd_plugins.architectures import small_resnets, small_vits  # noqa: F401 - register the 32px variants with timm
+    from . import small_resnets, small_vits  # noqa: F401 - register the 32px variants with timm
 
     return timm
 

@@ -151,7 +151,7 @@ def read_pngs(paths: list[Path]) -> np.ndarray:
     """The images as one uint8 RGB array ``(N, 3, H, W)``; every image must have the first one's size."""
     from PIL import Image, UnidentifiedImageError
 
-    images = []
+    images: list[np.ndarray] = []
     for path in paths:
         try:
             with Image.open(path) as image:

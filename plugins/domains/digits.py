@@ -24,6 +24,8 @@ from cdkd_bench import (
     Domain,
     DomainFiles,
     PublishedResult,
+    RegisterDomains,
+    RegisterSuites,
     Suite,
     UserError,
     hookimpl,
@@ -94,7 +96,7 @@ _svhn_files = _fixed_files("digits.svhn", SVHN_FILES, "SVHN/train_32x32.mat and 
 
 def _mnistm_listing(context: DataContext) -> list[tuple[Path, list[Path], np.ndarray]]:
     """Each split's label list, the PNGs it names (checked to exist) and their labels."""
-    from cdkd_plugins.domains.digit_formats import read_label_list
+    from .digit_formats import read_label_list
 
     root = _root(context, "digits.mnistm")
     wanted = [name for split in MNISTM_SPLITS for name in (f"mnist_m/{split}_labels.txt", f"mnist_m/{split}/")]
@@ -130,26 +132,26 @@ def _domain_data(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, n
 
 
 def _load_mnist(context: DataContext) -> DomainData:
-    from cdkd_plugins.domains.digit_formats import read_mnist
+    from .digit_formats import read_mnist
 
     train_x, train_y, test_x, test_y = _mnist_files(context)
     return _domain_data(read_mnist(train_x, train_y), read_mnist(test_x, test_y))
 
 
 def _load_usps(context: DataContext) -> DomainData:
-    from cdkd_plugins.domains.digit_formats import read_usps
+    from .digit_formats import read_usps
 
     return _domain_data(*(read_usps(path) for path in _usps_files(context)))
 
 
 def _load_svhn(context: DataContext) -> DomainData:
-    from cdkd_plugins.domains.digit_formats import read_svhn
+    from .digit_formats import read_svhn
 
     return _domain_data(*(read_svhn(path) for path in _svhn_files(context)))
 
 
 def _load_mnistm(context: DataContext) -> DomainData:
-    from cdkd_plugins.domains.digit_formats import read_pngs
+    from .digit_formats import read_pngs
 
     return _domain_data(*((read_pngs(pngs), labels) for _, pngs, labels in _mnistm_listing(context)))
 
@@ -257,7 +259,7 @@ PUBLISHED = tuple(
 
 
 @hookimpl
-def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
+def cdkd_register_domains(register: RegisterDomains) -> None:
     register(Domain(
         "digits.mnist", 10, _load_mnist, description="MNIST: 28x28 handwritten digits, white on black (60,000 train / 10,000 test)",
         locate=_locate(_mnist_files), expected_images=70_000, checksums=_TorchvisionChecksums(_mnist_md5),
@@ -281,7 +283,7 @@ def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
+def cdkd_register_suites(register: RegisterSuites) -> None:
     register(Suite(
         name="digits",
         domains=("digits.mnist", "digits.usps", "digits.svhn", "digits.mnistm"),

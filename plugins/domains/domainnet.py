@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdkd_bench import DataContext, Domain, DomainFiles, Suite, UserError, hookimpl
-from cdkd_plugins.domains.image_layouts import (
+from cdkd_bench import DataContext, Domain, DomainFiles, RegisterDomains, RegisterSuites, Suite, UserError, hookimpl
+
+from .image_layouts import (
     SUITE_SETTINGS,
     ListedImage,
     data_root,
@@ -133,7 +134,7 @@ def _list_locator(name: str) -> Callable[[DataContext], DomainFiles]:
 
 
 @hookimpl
-def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
+def cdkd_register_domains(register: RegisterDomains) -> None:
     for name, count, description in DOMAINNET_DOMAINS:
         register(Domain(
             name=f"domainnet.{name}",
@@ -147,7 +148,7 @@ def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
+def cdkd_register_suites(register: RegisterSuites) -> None:
     register(Suite(
         name="domainnet",
         domains=tuple(f"domainnet.{name}" for name, _, _ in DOMAINNET_DOMAINS),

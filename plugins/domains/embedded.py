@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cdkd_bench import Augmentation, Budget, DataContext, Domain, Suite, hookimpl
+from cdkd_bench import Augmentation, Budget, DataContext, Domain, RegisterDomains, RegisterSuites, Suite, hookimpl
 
 if TYPE_CHECKING:
     from cdkd_bench import DomainData
@@ -21,10 +22,10 @@ STRONG = Augmentation(rotation_degrees=15, scale=(0.85, 1.15), translate=0.06, g
 WEAK = Augmentation(rotation_degrees=0, scale=(0.95, 1.05), translate=0.06)
 
 
-def _loader(generator: str):  # type: ignore[no-untyped-def]
+def _loader(generator: str) -> Callable[[DataContext], DomainData]:
     def load(context: DataContext) -> DomainData:  # noqa: ARG001 - generated, nothing to read
         # Imported here: the generators need torch, and listing suites must not.
-        from cdkd_plugins.domains import embedded_images
+        from . import embedded_images
 
         return getattr(embedded_images, generator)()
 
@@ -32,7 +33,7 @@ def _loader(generator: str):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
+def cdkd_register_domains(register: RegisterDomains) -> None:
     register(Domain(
         "embedded.handwritten", 10, _loader("handwritten"), GENERATOR_VERSION,
         "scikit-learn's 1,797 handwritten digits (8x8 scans), upscaled, white on black", PACKAGES,
@@ -55,7 +56,7 @@ def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
+def cdkd_register_suites(register: RegisterSuites) -> None:
     register(Suite(
         name="embedded",
         domains=("embedded.printed", "embedded.handwritten", "embedded.textured", "embedded.street"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cdkd_plugins.domains.embedded_common import read_shipped
+from .embedded_common import read_shipped
 
 # Only fonts whose digit code points draw digits: matplotlib also ships symbol fonts
 # (cmex, cmsy, cmmi, STIXNonUni, the STIXSiz* size variants), a fallback font of boxes

@@ -29,10 +29,11 @@ from __future__ import annotations
 import numpy as np
 
 from cdkd_bench import DomainData
-from cdkd_plugins.domains.embedded_common import as_domain, handwritten_arrays
-from cdkd_plugins.domains.embedded_printed import printed
-from cdkd_plugins.domains.embedded_street import street
-from cdkd_plugins.domains.embedded_textured import TEXTURED_COPIES, textured
+
+from .embedded_common import as_domain, handwritten_arrays
+from .embedded_printed import printed
+from .embedded_street import street
+from .embedded_textured import TEXTURED_COPIES, textured
 
 __all__ = ["TEXTURED_COPIES", "handwritten", "printed", "street", "textured"]
 

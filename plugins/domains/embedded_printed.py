@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cdkd_bench import DomainData
-from cdkd_plugins.domains.embedded_batch_ops import affine_grid, blur, blur_all, smooth_basis
-from cdkd_plugins.domains.embedded_common import SIZE, as_domain, balanced_labels, block_counts, upscale
-from cdkd_plugins.domains.embedded_fonts import TEST_FAMILIES, TRAIN_FAMILIES, family_files, render_glyphs, sample_fonts
+
+from .embedded_batch_ops import affine_grid, blur, blur_all, smooth_basis
+from .embedded_common import SIZE, as_domain, balanced_labels, block_counts, upscale
+from .embedded_fonts import TEST_FAMILIES, TRAIN_FAMILIES, family_files, render_glyphs, sample_fonts
 
 TRAIN_PER_CLASS = 500
 TEST_PER_CLASS = 250

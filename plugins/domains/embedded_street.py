@@ -19,9 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from cdkd_bench import DomainData
-from cdkd_plugins.domains.embedded_common import SIZE, as_domain, balanced_labels
-from cdkd_plugins.domains.embedded_fonts import TEST_FAMILIES, TRAIN_FAMILIES, family_files, render_glyphs, sample_fonts
-from cdkd_plugins.domains.embedded_textures import TEST_TEXTURES, TRAIN_TEXTURES, load_sources, random_crops
+
+from .embedded_common import SIZE, as_domain, balanced_labels
+from .embedded_fonts import TEST_FAMILIES, TRAIN_FAMILIES, family_files, render_glyphs, sample_fonts
+from .embedded_textures import TEST_TEXTURES, TRAIN_TEXTURES, load_sources, random_crops
 
 TRAIN_PER_CLASS = 500
 TEST_PER_CLASS = 200
@@ -59,7 +60,8 @@ def _contrasting(background: np.ndarray, contrast: float, rng: np.random.Generat
     colour = _random_colour(rng)
     for _ in range(4):  # shift to the target brightness; clipping a channel needs another pass
         colour = np.clip(colour + (target - _luma(colour)), 0, 255)
-    return tuple(int(round(c)) for c in colour)  # type: ignore[return-value]
+    red, green, blue = (int(round(c)) for c in colour)
+    return red, green, blue
 
 
 _RAMP_Y, _RAMP_X = np.mgrid[0:CANVAS, 0:CANVAS] / (CANVAS - 1) - 0.5  # gradient coordinates, made once

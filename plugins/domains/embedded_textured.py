@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cdkd_bench import DomainData
-from cdkd_plugins.domains.embedded_common import SIZE, as_domain, handwritten_arrays
-from cdkd_plugins.domains.embedded_textures import TEST_TEXTURES, TRAIN_TEXTURES, load_sources, random_crops
+
+from .embedded_common import SIZE, as_domain, handwritten_arrays
+from .embedded_textures import TEST_TEXTURES, TRAIN_TEXTURES, load_sources, random_crops
 
 TEXTURED_COPIES = 3  # crops per handwritten digit: 1,437 train digits become 4,311 images
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cdkd_plugins.domains.embedded_common import read_shipped
+from .embedded_common import read_shipped
 
 TRAIN_TEXTURES = ("china.jpg", "grace_hopper.jpg", "jacksboro_fault_dem.npz", "pink_noise", "marble")
 TEST_TEXTURES = ("flower.jpg", "Minduka_Present_Blue_Pack.png", "topobathy.npz", "s1045.ima.gz", "cells")

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cdkd_bench import DataContext, Domain, DomainFiles, PublishedResult, Suite, hookimpl
-from cdkd_plugins.domains.image_layouts import SUITE_SETTINGS, data_root, held_out_split, list_class_folders, require_folder
+from cdkd_bench import DataContext, Domain, DomainFiles, PublishedResult, RegisterDomains, RegisterSuites, Suite, hookimpl
+
+from .image_layouts import SUITE_SETTINGS, data_root, held_out_split, list_class_folders, require_folder
 
 OFFICE31_HOMEPAGE = "https://faculty.cc.gatech.edu/~judy/domainadapt/"
 OFFICEHOME_HOMEPAGE = "https://www.hemanthdv.org/officeHomeDataset.html"
@@ -146,13 +147,13 @@ OFFICE31_PUBLISHED = tuple(
 
 
 @hookimpl
-def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
+def cdkd_register_domains(register: RegisterDomains) -> None:
     for domain in office31_domains() + officehome_domains():
         register(domain)
 
 
 @hookimpl
-def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
+def cdkd_register_suites(register: RegisterSuites) -> None:
     office31 = tuple(f"office31.{name}" for name, _, _ in OFFICE31_DOMAINS)
     register(Suite(
         name="office31",

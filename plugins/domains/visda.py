@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cdkd_bench import DataContext, Domain, DomainFiles, Suite, hookimpl
-from cdkd_plugins.domains.image_layouts import SUITE_SETTINGS, data_root, held_out_split, read_image_list, require_file, require_folder
+from cdkd_bench import DataContext, Domain, DomainFiles, RegisterDomains, RegisterSuites, Suite, hookimpl
+
+from .image_layouts import SUITE_SETTINGS, data_root, held_out_split, read_image_list, require_file, require_folder
 
 VISDA_HOMEPAGE = "https://ai.bu.edu/visda-2017/"
 VISDA_CLASSES = (
@@ -49,7 +50,7 @@ def _list_locator(domain: str, split: str) -> Callable[[DataContext], DomainFile
 
 
 @hookimpl
-def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
+def cdkd_register_domains(register: RegisterDomains) -> None:
     for name, split, count, description in VISDA_DOMAINS:
         register(Domain(
             name=f"visda2017.{name}",
@@ -63,7 +64,7 @@ def cdkd_register_domains(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def cdkd_register_suites(register):  # type: ignore[no-untyped-def]
+def cdkd_register_suites(register: RegisterSuites) -> None:
     register(Suite(
         headline="balanced_acc",  # VisDA-2017 reports the mean of the per-class accuracies
         name="visda2017",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cdkd_bench import Executor, Job, Ready, hookimpl, run_job
+from cdkd_bench import Executor, Job, Ready, RegisterExecutors, hookimpl, run_job
 
 
 class LocalExecutor(Executor):
@@ -31,5 +31,5 @@ class LocalExecutor(Executor):
 
 
 @hookimpl
-def cdkd_register_executors(register):  # type: ignore[no-untyped-def]
+def cdkd_register_executors(register: RegisterExecutors) -> None:
     register(LocalExecutor)

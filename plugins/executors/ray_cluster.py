@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cdkd_bench import Executor, Job, Ready, UserError, hookimpl, run_job
+from cdkd_bench import Executor, Job, Ready, RegisterExecutors, UserError, hookimpl, run_job
 
 ADDRESS_ENV = "CDKD_BENCH_RAY_ADDRESS"
 CONNECT_TIMEOUT_S = 5.0
@@ -187,5 +187,5 @@ def _one_line(exc: BaseException) -> str:
 
 
 @hookimpl
-def cdkd_register_executors(register):  # type: ignore[no-untyped-def]
+def cdkd_register_executors(register: RegisterExecutors) -> None:
     register(RayExecutor)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-DOMAINS: dict[str, tuple[str, ...]] = {"both": ("source", "target"), "source": ("source",), "target": ("target",)}
+if TYPE_CHECKING:
+    from cdkd_bench.api import DomainRole
+
+DOMAINS: dict[str, tuple[DomainRole, ...]] = {"both": ("source", "target"), "source": ("source",), "target": ("target",)}
 """Under `uda` the target batch is unlabelled: distilling there is how the student learns the target domain."""
 
 

@@ -55,13 +55,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
+from cdkd_bench import Method, MethodInfo, RegisterMethods, Step, hookimpl
+
+if TYPE_CHECKING:
+    from cdkd_bench.api import DomainRole
+
+from .common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 
 VARIANTS = ("nce", "softmax")
 ANCHORS = ("teacher", "student")
@@ -222,7 +227,7 @@ class CRD(Method):
         buffer[direction] = torch.where(buffer[direction] > 0, buffer[direction], estimate)
         return buffer[direction].clone()
 
-    def embed(self, step: Step, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, step: Step, domain: DomainRole) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit-norm student and teacher embeddings of ``domain``'s batch, (B, feat_dim) each."""
         student = step.student(domain).features.float()
         teacher = step.teacher(domain).features.float()
@@ -280,5 +285,5 @@ class CRD(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(CRD)

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Batch, Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
+from cdkd_bench import Batch, Method, MethodInfo, RegisterMethods, Step, hookimpl
+
+from .common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -154,5 +155,5 @@ class DKD(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(DKD)

@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, domains_field
+from cdkd_bench import Method, MethodInfo, RegisterMethods, Step, hookimpl
+
+from .common import DOMAINS, check_domains, check_non_negative, domains_field
 
 STAGES = (-3, -2, -1)
 
@@ -112,5 +113,5 @@ class FitNet(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(FitNet)

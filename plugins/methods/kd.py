@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, Step, hookimpl
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+if TYPE_CHECKING:
+    from cdkd_bench.api import DomainRole
 
 VARIANTS = ("kl", "mse")
-DOMAINS = {"both": ("source", "target"), "source": ("source",), "target": ("target",)}
+DOMAINS: dict[str, tuple[DomainRole, ...]] = {"both": ("source", "target"), "source": ("source",), "target": ("target",)}
 
 
 def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -71,5 +75,5 @@ class KD(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(KD)

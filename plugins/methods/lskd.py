@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
 
 EPS = 1e-7
 
@@ -87,5 +88,5 @@ class LSKD(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(LSKD)

@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, MethodInfo, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
-from cdkd_plugins.methods.dkd import split_target, target_classes
+from cdkd_bench import Method, MethodInfo, RegisterMethods, Step, hookimpl
+
+from .common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
+from .dkd import split_target, target_classes
 
 
 def nkd_terms(
@@ -117,5 +118,5 @@ class NKD(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(NKD)

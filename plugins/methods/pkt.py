@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, domains_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import DOMAINS, check_domains, check_non_negative, domains_field
 
 EPS = 1e-7
 
@@ -88,5 +89,5 @@ class PKT(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(PKT)

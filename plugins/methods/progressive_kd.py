@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.adaptation.common import adversarial_coefficient
-from cdkd_plugins.adaptation.dan import kernel_powers, multi_kernel_mmd
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
-from cdkd_plugins.methods.kd import hinton_kd
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from ..adaptation.common import adversarial_coefficient
+from ..adaptation.dan import kernel_powers, multi_kernel_mmd
+from .common import DOMAINS, check_domains, check_non_negative, check_positive, domains_field
+from .kd import hinton_kd
 
 
 def distillation_share(progress: float, start: float, end: float) -> float:
@@ -60,13 +61,13 @@ class ProgressiveKD(Method):
         beta = distillation_share(step.progress, hp.beta_start, hp.beta_end)
         source, target = step.student("source"), step.student("target")
         mmd = multi_kernel_mmd(source.features, target.features, kernel_powers(5))  # DAN's five kernels
-        kd = sum(hinton_kd(step.student(d).logits, step.teacher(d).logits, hp.temperature) for d in DOMAINS[hp.domains])
+        kd = torch.stack([hinton_kd(step.student(d).logits, step.teacher(d).logits, hp.temperature) for d in DOMAINS[hp.domains]]).sum()
         return {
             "adaptation": (1.0 - beta) * adversarial_coefficient(step.progress) * hp.mmd_weight * mmd,
-            "distillation": beta * kd,  # type: ignore[dict-item]
+            "distillation": beta * kd,
         }
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(ProgressiveKD)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cdkd_bench import Method, Step, hookimpl
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
 
 
 class SourceOnly(Method):
@@ -26,5 +26,5 @@ class SourceOnly(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(SourceOnly)

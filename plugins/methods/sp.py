@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import DOMAINS, check_domains, check_non_negative, domains_field
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import DOMAINS, check_domains, check_non_negative, domains_field
 
 
 def similarity_matrix(activations: torch.Tensor) -> torch.Tensor:
@@ -80,5 +81,5 @@ class SP(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(SP)

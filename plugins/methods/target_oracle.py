@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from cdkd_bench import Method, Step, hookimpl
-from cdkd_plugins.methods.common import check_positive
+from cdkd_bench import Method, RegisterMethods, Step, hookimpl
+
+from .common import check_positive
 
 
 class TargetOracle(Method):
@@ -35,5 +36,5 @@ class TargetOracle(Method):
 
 
 @hookimpl
-def cdkd_register_methods(register):  # type: ignore[no-untyped-def]
+def cdkd_register_methods(register: RegisterMethods) -> None:
     register(TargetOracle)

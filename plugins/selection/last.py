@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cdkd_bench import Selector, hookimpl
+from cdkd_bench import RegisterSelectors, Selector, hookimpl
 
 
 def choose_last(history: list[Mapping[str, float]]) -> int:
@@ -12,5 +12,5 @@ def choose_last(history: list[Mapping[str, float]]) -> int:
 
 
 @hookimpl
-def cdkd_register_selectors(register):  # type: ignore[no-untyped-def]
+def cdkd_register_selectors(register: RegisterSelectors) -> None:
     register(Selector("last", choose_last, oracle=False, description="the checkpoint at the end of training", default=True))
