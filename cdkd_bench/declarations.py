@@ -5,6 +5,7 @@ import this module and never pay for torch; ``cdkd_bench.api`` re-exports every 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -138,6 +139,18 @@ class Augmentation:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip_probability: float = 0.0
     """Mirror left-right with this probability (natural images; never digits)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as specs record it: the fields added after the first release are left out at their
+        defaults, so the specs (and run ids) of policies that do not use them are what they always were."""
+        data = dataclasses.asdict(self)
+        for name, default in _LATER_AUGMENTATION_FIELDS.items():
+            if data[name] == default:
+                data.pop(name)
+        return data
+
+
+_LATER_AUGMENTATION_FIELDS: dict[str, Any] = {"crop_area": None, "crop_ratio": (3 / 4, 4 / 3), "hflip_probability": 0.0}
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     _check_teacher_recipes_fit(host, suite, adapting, resolved, teacher_arch)
     resolved_hparams = {name: dataclasses.asdict(hparams) for name, hparams in resolved.items()}
 
-    augmentation = dataclasses.asdict(suite.teacher_augmentation) if suite.teacher_augmentation else None
+    augmentation = suite.teacher_augmentation.to_dict() if suite.teacher_augmentation else None
     student_augmentation = augmentation if request.augmentation_parity else None
     data_hash = _data_hashes(host, suite, tasks, cache_dir or default_cache_dir(), data_root or default_data_root())
     if request.vmap_seeds and request.compile:

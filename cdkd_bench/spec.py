@@ -80,7 +80,7 @@ class TeacherSpec:
         if not self.adapted:  # a source teacher depends on none of them: its key stays what it was before they existed
             for name in _ADAPTATION_FIELDS:
                 data.pop(name)
-        for name, default in (("weights", ""), ("backbone_lr_mult", 1.0)):  # likewise at their defaults
+        for name, default in _LATER_TEACHER_FIELDS.items():  # likewise at their defaults
             if data[name] == default:
                 data.pop(name)
         return data
@@ -101,6 +101,7 @@ SOURCE_TEACHER = "source"
 _ADAPTATION_FIELDS = ("target", "target_version", "target_data", "target_evaluation", "recipe_hparams", "recipe_versions")
 
 
+_LATER_TEACHER_FIELDS: dict[str, Any] = {"weights": "", "backbone_lr_mult": 1.0}
 _LATER_RUN_FIELDS: dict[str, Any] = {"student_pretrained": False, "student_weights": ""}
 
 
@@ -150,6 +151,9 @@ class RunSpec:
         for name, default in _LATER_RUN_FIELDS.items():  # absent at their defaults: run ids made before they existed stay valid
             if data[name] == default:
                 data.pop(name)
+        for name, default in _LATER_TEACHER_FIELDS.items():  # likewise inside the teacher
+            if data["teacher"][name] == default:
+                data["teacher"].pop(name)
         return data
 
     @classmethod

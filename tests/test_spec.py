@@ -73,3 +73,14 @@ def test_teacher_augmentation_is_part_of_the_teacher_key(specs: list[RunSpec]) -
     teacher = specs[0].teacher
     assert teacher.augmentation is not None
     assert dataclasses.replace(teacher, augmentation=None).key != teacher.key
+
+
+def test_the_embedded_specs_record_the_augmentation_fields_they_always_did(specs: list[RunSpec]) -> None:
+    # The crop and mirror fields came later: at their defaults they are left out, so stored run ids stay valid.
+    first_fields = {"rotation_degrees", "scale", "translate", "gain", "bias", "invert_probability"}
+    for spec in specs:
+        assert spec.teacher.augmentation is not None and set(spec.teacher.augmentation) == first_fields
+        assert spec.source_augmentation is not None and set(spec.source_augmentation) == first_fields
+        assert {"weights", "backbone_lr_mult"}.isdisjoint(spec.teacher.to_dict())
+        assert {"weights", "backbone_lr_mult"}.isdisjoint(spec.to_dict()["teacher"])
+        assert {"student_pretrained", "student_weights"}.isdisjoint(spec.to_dict())
