@@ -8,6 +8,11 @@
 pair (two stages each, different widths and spatial sizes, so a component that assumes
 equal shapes fails here): intermediates, per-sample indices, views, an owned step, own
 parameters, ``before_evaluation``, the extremes of every search space, and pickling.
+
+The other plugin kinds have their checks in :mod:`cdkd_bench.conformance`, re-exported here:
+``check_domain``, ``check_suite``, ``check_architecture``, ``check_selector`` and
+``check_executor``. The pytest fixtures ``cdkd_host``, ``cdkd_tiny_suite``, ``cdkd_step`` and
+``cdkd_pair`` (:mod:`cdkd_bench.pytest_plugin`) are available in every test once cdkd-bench is installed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cdkd_bench.api import FAMILIES, Batch, Method, MethodInfo, Outputs, Step
+from cdkd_bench.conformance import check_architecture, check_domain, check_executor, check_selector, check_suite  # noqa: F401
 from cdkd_bench.data import Split
 from cdkd_bench.networks import forward_outputs, network_info
 from cdkd_bench.training import fit
