@@ -62,7 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.add_argument("--filter", default="*", help="glob on names, e.g. 'resnet*' (default: everything)")
     p_list.add_argument("--markdown", action="store_true", help="with `methods`: the Markdown table of docs/methods.md")
 
-    sub.add_parser("plugins", help="list loaded plugins, their versions, and any that failed to load")
+    p_plugins = sub.add_parser("plugins", help="list loaded plugins, their versions, the hooks each implements and what it "
+                               "provides, and any that failed to load; `plugins check [NAME]` runs the conformance checks")
+    plugins_sub = p_plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser)
+    p_pcheck = plugins_sub.add_parser("check", help="run cdkd_bench.testing's conformance checks on installed plugins "
+                                      "(every method, domain, suite, selector, executor and listed architecture); exit 1 on a failure")
+    p_pcheck.add_argument("name", nargs="?", help="only this plugin (entry-point name, as `cdkd-bench plugins` lists it)")
+
+    p_new = sub.add_parser("new", help="write a ready-to-install plugin package: `new method NAME` or `new suite NAME`")
+    p_new.add_argument("kind", choices=("method", "suite"), help="what the package provides")
+    p_new.add_argument("name", help="the plugin's name: lowercase letters, digits and underscores")
+    p_new.add_argument("--dir", type=_path, default=Path("."), help="where to write the package folder (default: here)")
 
     p_run = sub.add_parser("run", help="run a grid (no arguments: the default suite's default grid and budget)")
     _add_grid_args(p_run, out_dir=True)
@@ -221,7 +231,9 @@ def _warn_failed_plugins(host: Any) -> None:
         print(f"cdkd-bench: warning: plugin {info.describe()} failed to load and was skipped: {info.error}", file=sys.stderr)
 
 
-def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
+def cmd_plugins(args: argparse.Namespace) -> int:
+    if getattr(args, "plugins_command", None) == "check":
+        return _check_plugins(args.name)
     from cdkd_bench.plugins import DISABLE_ENV, disabled_plugins, load_host
 
     # No family needed: the plugin index lists the plugins it vouches for (their lister
@@ -231,9 +243,27 @@ def cmd_plugins(args: argparse.Namespace) -> int:  # noqa: ARG001
     for info in host.plugins:
         state = f"SKIPPED: {info.error}" if info.error else "loaded"
         print(f"  {info.name:<16} {info.distribution or '-'} {info.version or '-':<8} {state}")
+        if not info.error:
+            hooks = host.hooks_of(info.name)
+            provided = "; ".join(f"{family}: {', '.join(names)}" for family, names in sorted(host.provided_by(info.name).items()))
+            print(f"  {'':<16} hooks: {', '.join(hooks) or '-'}" + (f"; provides {provided}" if provided else ""))
     for name in sorted(disabled_plugins()):
         print(f"  {name:<16} disabled by {DISABLE_ENV}")
     return 0
+
+
+def _check_plugins(name: str | None) -> int:
+    from cdkd_bench.plugin_checks import check_installed_plugins
+
+    results = check_installed_plugins(name)
+    for plugin, what, problem in results:
+        if problem is None:
+            print(f"  ok      {plugin}: {what}")
+        else:
+            print(f"  FAILED  {plugin}: {what}: {problem}")
+    failed = sum(problem is not None for _, _, problem in results)
+    print(f"{len(results) - failed} of {len(results)} checks passed")
+    return 1 if failed else 0
 
 
 _RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "teacher_recipe", "seeds", "budget", "selection", "executor", "store", "device",
@@ -465,8 +495,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    from cdkd_bench.scaffold import write_method_package, write_suite_package
+
+    write = write_method_package if args.kind == "method" else write_suite_package
+    folder = write(args.name, args.dir)
+    print(f"wrote {folder}; next: pip install -e {folder} && python -m pytest {folder} (see its README.md)")
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard, "forget": cmd_forget,
-            "status": cmd_status, "runs": cmd_runs, "data": cmd_data}
+            "status": cmd_status, "runs": cmd_runs, "data": cmd_data, "new": cmd_new}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

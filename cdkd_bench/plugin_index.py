@@ -23,7 +23,7 @@ from cdkd_bench.folders import replace_atomically
 from cdkd_bench.locations import default_cache_dir
 
 INDEX_FILE = "plugin-index.json"
-FORMAT = 1
+FORMAT = 2  # 2: entries record the hooks each plugin implements
 
 # What a plugin provides, by the hooks it implements; a command names the families it needs.
 FAMILY_OF_HOOK = {
@@ -64,9 +64,12 @@ class PluginRecord:
     families: frozenset[str]
     names: Mapping[str, tuple[str, ...]]
     methods: Mapping[str, MethodTraits]
+    hooks: frozenset[str] = frozenset()
+    """The hooks it implements (``cdkd-bench plugins`` lists them without importing it)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "hooks": sorted(self.hooks),
             "families": sorted(self.families),
             "names": {family: list(names) for family, names in sorted(self.names.items())},
             "methods": {name: vars(traits) for name, traits in sorted(self.methods.items())},
@@ -79,7 +82,8 @@ class PluginRecord:
         names = {str(family): tuple(_strings(values)) for family, values in dict(data["names"]).items()}
         methods = {str(name): MethodTraits(**{k: bool(v) for k, v in dict(traits).items()})
                    for name, traits in dict(data["methods"]).items()}
-        return cls(families, names, methods)
+        hooks = frozenset(_strings(data.get("hooks", [])))  # absent from entries written before it was recorded
+        return cls(families, names, methods, hooks)
 
 
 def _strings(values: Any) -> list[str]:

@@ -167,7 +167,21 @@ class Host:
             if mine:
                 names[family_of(hook_name)] = mine
         methods = {entry.name: MethodTraits.of(entry.value) for entry in self.methods if entry.plugin == plugin}
-        return PluginRecord(frozenset(family_of(h) for h in hooks), names, methods)
+        return PluginRecord(frozenset(family_of(h) for h in hooks), names, methods, frozenset(hooks))
+
+    def hooks_of(self, plugin: str) -> list[str]:
+        """The hooks a usable plugin implements: from pluggy when it is imported, else from the plugin index."""
+        if plugin in self._indexed:
+            return sorted(self._indexed[plugin].hooks)
+        if not self.pm.has_plugin(plugin):
+            return []
+        return sorted(caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(plugin)) or ())
+
+    def provided_by(self, plugin: str) -> dict[str, tuple[str, ...]]:
+        """What a usable plugin registered, per family (``method``, ``suite``, …)."""
+        if plugin in self._indexed:
+            return dict(self._indexed[plugin].names)
+        return dict(self.record(plugin).names) if self.pm.has_plugin(plugin) else {}
 
     def method_traits(self) -> dict[str, MethodTraits]:
         """Every usable method's traits: from its class when imported, else from the plugin index."""
@@ -312,6 +326,7 @@ def load_host(extra_plugins: Iterable[tuple[str, object]] = (), families: Iterab
     infos: list[PluginInfo] = []
     for ep in found:
         if ep.name in skip:
+            pm.set_blocked(ep.name)  # pluggy's own blocking: nothing registers under that name in this process
             continue
         version, distribution = (ep.dist.version if ep.dist else ""), _distribution(ep)
         if pm.has_plugin(ep.name) or any(p.name == ep.name for p in infos):
