@@ -108,12 +108,15 @@ def test_a_selection_rule_is_applied_to_stored_checkpoints_without_retraining(v2
     assert kd["first"].values[task][0] == checkpoints[0]["target_test.acc"]
 
 
-def test_a_resnet_teacher_distils_into_a_vit_student_through_feature_components(host, cache_dir: Path) -> None:
-    for recipe in ("fitnet", "at", "sp", "crd"):
-        spec = only(host, recipe, student="vit_tiny_p4_32px")
-        result = execute_safely(partial(execute, spec, host, EngineSettings(cache_dir=cache_dir, device="cpu")))
-        assert result["status"] == "done", (recipe, result.get("error"))
-        assert result["metrics"]["student.params"] > 400_000 and result["metrics"]["teacher.params"] < 800_000
+# One ViT run costs about 15 s on two cores: the default run keeps FitNet (a ViT stage map through a 1x1 regressor);
+# the spatial-map components run in `tox -e slow` (check_method covers them on a heterogeneous pair in every run).
+@pytest.mark.parametrize("recipe", ["fitnet", pytest.param("at", marks=pytest.mark.slow), pytest.param("sp", marks=pytest.mark.slow),
+                                    pytest.param("crd", marks=pytest.mark.slow)])
+def test_a_resnet_teacher_distils_into_a_vit_student_through_feature_components(host, cache_dir: Path, recipe: str) -> None:
+    spec = only(host, recipe, student="vit_tiny_p4_32px")
+    result = execute_safely(partial(execute, spec, host, EngineSettings(cache_dir=cache_dir, device="cpu")))
+    assert result["status"] == "done", (recipe, result.get("error"))
+    assert result["metrics"]["student.params"] > 400_000 and result["metrics"]["teacher.params"] < 800_000
 
 
 V1_METHOD = """

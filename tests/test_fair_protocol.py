@@ -30,7 +30,7 @@ def pick(all_specs, recipe):
 def test_every_student_gets_the_teachers_augmentation_unless_parity_is_turned_off(host) -> None:
     on, off = specs(host), specs(host, augmentation_parity=False)
     for recipe in ("source_only", "kd", "target_oracle"):
-        assert pick(on, recipe).source_augmentation == dataclasses.asdict(STRONG) == pick(on, recipe).teacher.augmentation
+        assert pick(on, recipe).source_augmentation == STRONG.to_dict() == pick(on, recipe).teacher.augmentation
         assert pick(off, recipe).source_augmentation is None
         assert pick(on, recipe).run_id != pick(off, recipe).run_id
         assert pick(on, recipe).teacher == pick(off, recipe).teacher  # the same teacher serves both
