@@ -248,22 +248,82 @@ def test_an_unreadable_png(tmp_path: Path) -> None:
     assert str(path) in message and "not a readable image" in message
 
 
-def test_downloads_land_in_the_layout_with_torchvision_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torchvision.datasets.utils
+@pytest.fixture
+def published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A local HTTP server publishing tiny digit files, with torchvision's URL and MD5 tables pointed at it.
 
-    calls: list[tuple[str, str, str, str]] = []
+    The downloads are real (torchvision's ``download_url`` over HTTP, MD5 verified); only
+    the place they come from and the checksums they must have are the test's.
+    """
+    import functools
+    import hashlib
+    import http.server
+    import threading
 
-    def fake_download(url: str, root: str, filename: str, md5: str) -> None:
-        calls.append((url, root, filename, md5))
-        if "ossci" in url:  # the first MNIST mirror fails: the next one is tried
-            raise OSError("unreachable")
+    import torchvision.datasets as tv
 
-    monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake_download)
+    served = tmp_path / "served"
+    write_mnist(served / "mnist")
+    write_usps(served / "usps")
+    write_svhn(served / "svhn")
+    files = {
+        "mnist": sorted((served / "mnist" / "MNIST" / "raw").iterdir()),
+        "usps": [served / "usps" / "USPS" / name for name in ("usps.bz2", "usps.t.bz2")],
+        "svhn": [served / "svhn" / "SVHN" / name for name in ("train_32x32.mat", "test_32x32.mat")],
+    }
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def md5(path: Path) -> str:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+
+    def url(path: Path) -> str:
+        return f"{base}/{path.relative_to(served).as_posix()}"
+
+    # The first mirror answers 404, as a dead mirror does: the next one is tried.
+    monkeypatch.setattr(tv.MNIST, "mirrors", [f"{base}/gone/", f"{base}/mnist/MNIST/raw/"])
+    monkeypatch.setattr(tv.MNIST, "resources", [(p.name, md5(p)) for p in files["mnist"]])
+    monkeypatch.setattr(tv.USPS, "split_list", {s: (url(p), p.name, md5(p)) for s, p in zip(("train", "test"), files["usps"], strict=True)})
+    monkeypatch.setattr(tv.SVHN, "split_list", {s: (url(p), p.name, md5(p)) for s, p in zip(("train", "test"), files["svhn"], strict=True)})
+    yield files
+    server.shutdown()
+
+
+def test_downloads_land_in_the_layout_verified_against_the_published_checksums(tmp_path: Path, published) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "data"
     for name in ("digits.mnist", "digits.usps", "digits.svhn"):
-        DOMAINS[name].download(context(tmp_path))
-    landed = {str(Path(root, filename).relative_to(tmp_path)): md5 for _, root, filename, md5 in calls}
-    assert landed == {**DOMAINS["digits.mnist"].checksums, **DOMAINS["digits.usps"].checksums, **DOMAINS["digits.svhn"].checksums}
+        DOMAINS[name].download(context(root))
+        files = DOMAINS[name].locate(context(root)).sources
+        assert files and all(f.is_file() for f in files)
+        assert DOMAINS[name].load(context(root)).train_x.shape[0] == 12  # what was published, decoded
+    landed = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert landed == sorted(f"MNIST/raw/{p.name}" for p in published["mnist"]) + ["SVHN/test_32x32.mat", "SVHN/train_32x32.mat",
+                                                                                   "USPS/usps.bz2", "USPS/usps.t.bz2"]
 
-    monkeypatch.setattr(torchvision.datasets.utils, "download_url", lambda *args: (_ for _ in ()).throw(OSError("offline")))
-    with pytest.raises(UserError, match="could not download usps.bz2 .*offline"):
-        DOMAINS["digits.usps"].download(context(tmp_path))
+
+def test_a_download_with_the_wrong_checksum_is_refused_and_named(tmp_path: Path, published, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torchvision.datasets as tv
+
+    train = tv.USPS.split_list["train"]
+    monkeypatch.setattr(tv.USPS, "split_list", {**tv.USPS.split_list, "train": (train[0], train[1], "0" * 32)})
+    with pytest.raises(UserError, match="could not download usps.bz2 "):
+        DOMAINS["digits.usps"].download(context(tmp_path / "data"))
+
+
+def test_data_prepare_downloads_what_is_published_and_names_what_must_be_fetched_by_hand(  # type: ignore[no-untyped-def]
+        tmp_path: Path, published, capsys) -> None:
+    from cdkd_bench.cli import main
+
+    root = tmp_path / "data"
+    assert main(["data", "prepare", "digits", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache")]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["digits.mnist: ready", "digits.usps: ready", "digits.svhn: ready"]
+    errors = [line for line in err.splitlines() if line.startswith("cdkd-bench: error:")]  # the rest: download progress bars
+    assert len(errors) == 1 and "MNIST-M has no stable download" in errors[0]
+    write_mnistm(root)
+    assert main(["data", "prepare", "digits", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache")]) == 0
