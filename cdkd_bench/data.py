@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from cdkd_bench.api import DataContext, Domain, DomainData
 from cdkd_bench.cache import cache_lock, content_hash, load_verified, save_verified
 from cdkd_bench.errors import UserError
-from cdkd_bench.image_cache import load_file_domain
+from cdkd_bench.image_cache import cached_domain_of, load_file_domain
 from cdkd_bench.images import Images, centre_crop, to_network_range
 from cdkd_bench.locations import CACHE_ENV, DATA_ENV, default_cache_dir, default_data_root  # noqa: F401 - their old home
 
@@ -155,7 +155,9 @@ def domain_split_sizes(domain: Domain, image_size: int, cache_dir: Path, data_ro
 def _fingerprint(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
                  data: DomainData | None) -> tuple[str, int, int]:
     if domain.locate is not None:  # the manifest's hash, recorded while decoding: a large domain is never re-read
-        cached = load_file_domain(domain, image_size, cache_dir, data_root, generator_packages(domain))
+        # `data` just read from the cache names it: the source files are not listed and stat'ed a second time.
+        cached = (cached_domain_of(data) if data is not None else None) or \
+            load_file_domain(domain, image_size, cache_dir, data_root, generator_packages(domain))
         return cached.content_hash[:16], len(cached.data.train_y), len(cached.data.test_y)
     path = domain_cache_path(domain, image_size, cache_dir)
     if data is None and not path.is_file():

@@ -31,8 +31,7 @@ def domain_state(suite: Suite, domain: Domain, cache_dir: Path, data_root: Path 
     if not file_backed(domain):
         return DomainState(suite.name, domain.name, "generated", None, domain.expected_images, "made from installed packages")
     try:
-        cached = peek(domain, suite.image_size, cache_dir, data_root, generator_packages(domain))
-        files = domain.locate(DataContext(data_root, cache_dir / "raw" / domain.name))  # type: ignore[misc]
+        files, cached = peek(domain, suite.image_size, cache_dir, data_root, generator_packages(domain))
     except UserError as exc:
         return DomainState(suite.name, domain.name, "missing", None, domain.expected_images, str(exc))
     if cached is not None:
@@ -65,7 +64,7 @@ def check_domain(suite: Suite, domain: Domain, cache_dir: Path, data_root: Path 
         problems = checksum_problems(domain, data_root)
         if problems:
             return problems
-        cached = peek(domain, suite.image_size, cache_dir, data_root, generator_packages(domain))
+        _, cached = peek(domain, suite.image_size, cache_dir, data_root, generator_packages(domain))
         if cached is not None:
             problem = verify_cache(cached)
             return [f"{problem}; delete that folder and run `cdkd-bench data prepare {suite.name}`"] if problem else []

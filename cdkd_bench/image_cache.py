@@ -107,10 +107,12 @@ def load_file_domain(domain: Domain, image_size: int, cache_dir: Path, data_root
     return cached
 
 
-def peek(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None, packages: dict[str, str]) -> CachedDomain | None:
-    """The domain's cache if it is built and current; never decodes (raises ``UserError`` when the files are missing)."""
-    _, _, identity, folder = _where(domain, image_size, cache_dir, data_root, packages)
-    return read_cache(folder, identity)
+def peek(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
+         packages: dict[str, str]) -> tuple[DomainFiles, CachedDomain | None]:
+    """The domain's files and its cache if that is built and current; never decodes (raises ``UserError`` when
+    the files are missing)."""
+    _, files, identity, folder = _where(domain, image_size, cache_dir, data_root, packages)
+    return files, read_cache(folder, identity)
 
 
 def _where(domain: Domain, image_size: int, cache_dir: Path, data_root: Path | None,
@@ -146,7 +148,22 @@ def read_cache(folder: Path, identity: dict[str, Any]) -> CachedDomain | None:
     x = torch.from_numpy(images)
     y = torch.from_numpy(labels.astype(np.int64))
     data = DomainData(x[:train], y[:train], x[train:], y[train:])
-    return CachedDomain(data, str(manifest["content_sha256"]), folder)
+    cached = CachedDomain(data, str(manifest["content_sha256"]), folder)
+    _RECENT[id(data)] = cached
+    while len(_RECENT) > RECENT_KEPT:
+        del _RECENT[next(iter(_RECENT))]
+    return cached
+
+
+RECENT_KEPT = 16
+_RECENT: dict[int, CachedDomain] = {}
+"""The caches this process read lately, by the id of their DomainData (each entry keeps its data alive)."""
+
+
+def cached_domain_of(data: DomainData) -> CachedDomain | None:
+    """The cache ``data`` was just read from, so its manifest hash is known without listing the source files again."""
+    cached = _RECENT.get(id(data))
+    return cached if cached is not None and cached.data is data else None
 
 
 def _sweep(folder: Path, domain: Domain, image_size: int) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdkd_bench.declarations import HEADLINES, Selector
+from cdkd_bench.declarations import HEADLINES, Selector, Suite
 from cdkd_bench.errors import unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
@@ -123,11 +123,15 @@ def _budget_numbers(spec: RunSpec) -> str:
     })
 
 
+def _installed_suite(name: str, host: Host | None) -> Suite | None:
+    """The suite of that name when a host is given and has it (tables of uninstalled suites still render)."""
+    return host.suites.get(name) if host is not None and name in host.suites else None
+
+
 def headline_metric(suite: str, host: Host | None) -> str:
     """The stored metric a suite's tables show: top-1 accuracy, or the per-class mean for suites that say so (VisDA)."""
-    if host is None or suite not in host.suites:
-        return METRIC
-    return f"target_test.{host.suite(suite).headline}"
+    installed = _installed_suite(suite, host)
+    return f"target_test.{installed.headline}" if installed is not None else METRIC
 
 
 def selected_metrics(run: StoredRun, selector: Selector | None) -> dict[str, Any]:
@@ -153,7 +157,8 @@ def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str
     tables = []
     def order(protocol: Protocol) -> tuple[Any, ...]:
         # The suite's converged budget first, parity before its ablation, source teachers before adapted ones, then by protocol.
-        converged = host.suites.get(protocol.suite).converged_budget if host is not None and protocol.suite in host.suites else None
+        installed = _installed_suite(protocol.suite, host)
+        converged = installed.converged_budget if installed is not None else None
         return (protocol.budget != converged, protocol.student_augmentation == "null", protocol.teacher_recipe != SOURCE_TEACHER,
                 tuple(vars(protocol).values()))
 
@@ -190,8 +195,9 @@ def _data_variants(group: list[StoredRun]) -> dict[str, list[StoredRun]]:
 
 def _task_order(protocol: Protocol, group: list[StoredRun], host: Host | None) -> list[str]:
     present = {r.spec.task for r in group}
-    if host is not None and protocol.suite in host.suites:
-        ordered = [t.name for t in host.suites.get(protocol.suite).tasks if t.name in present]
+    installed = _installed_suite(protocol.suite, host)
+    if installed is not None:
+        ordered = [t.name for t in installed.tasks if t.name in present]
         return ordered + sorted(present - set(ordered))
     return sorted(present)
 
@@ -416,9 +422,9 @@ def _headline_words(suite: str, host: Host | None) -> str:
 
 def _evaluation_lines(table: Table, host: Host | None) -> list[str]:
     """How each task's target was scored: its test split, or every image under the transductive protocol."""
-    if host is None or table.protocol.suite not in host.suites:
+    suite = _installed_suite(table.protocol.suite, host)
+    if suite is None:
         return []
-    suite = host.suite(table.protocol.suite)
     targets = {t.name: t.target for t in suite.tasks}
     transductive = [t for t in table.tasks if targets.get(t) in suite.transductive_targets]
     if not transductive:
@@ -431,9 +437,9 @@ def _evaluation_lines(table: Table, host: Host | None) -> list[str]:
 
 def _published_lines(table: Table, host: Host | None) -> list[str]:
     """Numbers from the literature for the table's tasks, beside ours but in their own table: their protocols differ."""
-    if host is None or table.protocol.suite not in host.suites:
+    suite = _installed_suite(table.protocol.suite, host)
+    if suite is None:
         return []
-    suite = host.suite(table.protocol.suite)
     shorts = [_short_task(t, suite.name) for t in table.tasks]
     found = [r for r in suite.published if _short_task(r.task, suite.name) in shorts]
     if not found:
@@ -497,9 +503,10 @@ def detectable_difference_lines(table: Table, seeds: Sequence[int]) -> list[str]
 def _budget_note(table: Table, host: Host | None) -> list[str]:
     """Says when a table's budget is not the suite's converged one: its numbers demonstrate, they do not rank."""
     p = table.protocol
-    if host is None or p.suite not in host.suites:
+    installed = _installed_suite(p.suite, host)
+    if installed is None:
         return []
-    converged = host.suites.get(p.suite).converged_budget
+    converged = installed.converged_budget
     if converged is None or converged == p.budget:
         return []
     return [f"**Demonstration:** budget `{p.budget}` is shorter than `{converged}`, the budget at which this suite's methods "
