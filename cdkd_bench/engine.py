@@ -18,7 +18,7 @@ from cdkd_bench.data import Split, generator_packages
 from cdkd_bench.ensemble import fit_ensemble
 from cdkd_bench.errors import UserError
 from cdkd_bench.evaluation import checkpoint_steps, classification_metrics, evaluate_checkpoint
-from cdkd_bench.networks import network_info
+from cdkd_bench.networks import multiply_accumulates, network_info
 from cdkd_bench.plugins import Host
 from cdkd_bench.provenance import provenance
 from cdkd_bench.recipes import build_recipe, view_transforms
@@ -112,6 +112,7 @@ def _evaluate(run: _Prepared, data: TaskData, num_classes: int, step: int) -> No
 def _result(run: _Prepared, data: TaskData, num_classes: int, final_losses: dict[str, float], timings: dict[str, float],
             host: Host, settings: EngineSettings, device: torch.device, **extra_provenance: Any) -> dict[str, Any]:
     teacher_target_metrics = classification_metrics(run.teacher_target, data.target_test.y, num_classes)
+    input_size = host.suite(run.spec.suite).input_size
     # The run's headline numbers are its last checkpoint; selection rules choose among all of them later.
     metrics: dict[str, Any] = {
         **{k: v for k, v in run.history[-1].items() if k != "step"},
@@ -120,6 +121,9 @@ def _result(run: _Prepared, data: TaskData, num_classes: int, final_losses: dict
         "teacher.source_val.acc": run.teacher_metrics["source_val.acc"],
         "student.params": sum(p.numel() for p in run.student.parameters()),
         "teacher.params": sum(p.numel() for p in run.teacher.parameters()),
+        # Per image, at the suite's input size: what a table's compute axis reads.
+        "student.macs": multiply_accumulates(run.student, input_size, device),
+        "teacher.macs": multiply_accumulates(run.teacher, input_size, device),
         "checkpoints": run.history,
         **{f"train_loss.{k}": v for k, v in final_losses.items()},
     }

@@ -39,18 +39,41 @@ def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_
     }
 
 
+SND_TEMPERATURE = 0.05
+"""The softmax temperature of soft neighbourhood density (Saito et al. 2021, section 3.2)."""
+
+
 def label_free_scores(logits: torch.Tensor) -> dict[str, float]:
-    """What label-free selection rules read on unlabelled target data.
+    """What label-free selection rules read on unlabelled target data (all from the predicted probabilities).
 
     ``entropy``: mean prediction entropy (lower is more confident). ``info_max``: the
     information-maximisation score of SHOT (Liang et al. 2020), entropy of the mean
-    prediction minus the mean entropy (higher is better).
+    prediction minus the mean entropy (higher is better). ``snd``: soft neighbourhood
+    density (Saito et al. 2021, "Tune it the right way"): the L2-normalised probability
+    vectors' cosine similarities to every *other* image, softmaxed at temperature 0.05 per
+    image; the mean entropy of those neighbour distributions (higher is better: dense,
+    consistent neighbourhoods). ``bnm``: the nuclear norm of the probability matrix divided by
+    the number of images, the batch nuclear-norm validator of Musgrave et al. 2022 ("Three
+    new validators…"; higher is better: confident and diverse predictions).
     """
     p = logits.float().softmax(dim=1)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean()
     mean = p.mean(dim=0)
     diversity = -(mean * mean.clamp_min(1e-12).log()).sum()
-    return {"entropy": float(entropy), "info_max": float(diversity - entropy)}
+    return {"entropy": float(entropy), "info_max": float(diversity - entropy), "snd": soft_neighbourhood_density(p),
+            "bnm": float(torch.linalg.matrix_norm(p, ord="nuc") / len(p))}
+
+
+def soft_neighbourhood_density(probabilities: torch.Tensor, temperature: float = SND_TEMPERATURE) -> float:
+    """SND of Saito et al. 2021 on an (N, C) probability matrix; needs at least 2 images."""
+    n = len(probabilities)
+    if n < 2:
+        return float("nan")
+    unit = torch.nn.functional.normalize(probabilities, dim=1)
+    similarity = unit @ unit.T
+    others = similarity[~torch.eye(n, dtype=torch.bool, device=similarity.device)].view(n, n - 1)  # an image is not its own neighbour
+    neighbours = (others / temperature).softmax(dim=1)
+    return float(-(neighbours * neighbours.clamp_min(1e-30).log()).sum(dim=1).mean())
 
 
 def evaluate_checkpoint(
@@ -85,6 +108,8 @@ def evaluate_checkpoint(
         "teacher_student_agreement": float((target == teacher_target_predictions).float().mean() * 100),
         "target_train.entropy": unlabelled["entropy"],
         "target_train.info_max": unlabelled["info_max"],
+        "target_train.snd": unlabelled["snd"],
+        "target_train.bnm": unlabelled["bnm"],
     }
 
 

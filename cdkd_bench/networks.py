@@ -109,3 +109,18 @@ def with_input_statistics(model: nn.Module) -> nn.Module:
     if all(m == 0.5 for m in mean) and all(s == 0.5 for s in std):
         return model
     return NormalisedInput(model, mean, std)
+
+
+@torch.no_grad()
+def multiply_accumulates(model: nn.Module, image_size: int, device: torch.device) -> int:
+    """Multiply-accumulate operations of one forward pass on one image (torch.utils.flop_counter counts
+    two FLOPs per MAC in convolutions and matrix products, the layers that dominate), in eval mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
