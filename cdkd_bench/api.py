@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cdkd_bench.declarations import (
@@ -151,9 +152,14 @@ class Step:
         student_forward: Callable[[torch.Tensor], Outputs],
         teacher_forward: TeacherForward | None = None,
         view_maker: ViewMaker | None = None,
+        labelled_target: Batch | None = None,
     ) -> None:
         self.source = source
         self.target = target
+        self.labelled_target = labelled_target
+        """Under a label regime that reveals target labels (``ssda-K``, ``sup``): a batch of the labelled
+        target train images, with labels (``index``: positions in that labelled subset); None under ``uda``. The
+        engine trains on it with cross-entropy."""
         self.progress = progress
         self._student_forward = student_forward
         self._teacher_forward = teacher_forward
@@ -193,6 +199,16 @@ class Step:
             with torch.no_grad():
                 self._outputs[key] = self._teacher_forward(domain, view, self.batch(domain, view))
         return self._outputs[key]
+
+    def labelled_target_ce(self) -> torch.Tensor | None:
+        """The engine's cross-entropy on the labelled target batch (None when the regime reveals no target labels)."""
+        batch = self.labelled_target
+        if batch is None or batch.y is None:
+            return None
+        key = ("student", "labelled_target", PLAIN)
+        if key not in self._outputs:
+            self._outputs[key] = self._student_forward(batch.x)
+        return F.cross_entropy(self._outputs[key].logits, batch.y)
 
     def forget_outputs(self) -> None:
         """Drop every computed output (after an update inside an owned step, so they are recomputed)."""

@@ -106,7 +106,7 @@ def _prepare(spec: RunSpec, host: Host, settings: EngineSettings, device: torch.
 
 def _evaluate(run: _Prepared, data: TaskData, num_classes: int, step: int) -> None:
     run.history.append(evaluate_checkpoint(run.student, run.components, step, data.source_val, data.target_train, data.target_test,
-                                           run.teacher_target, num_classes))
+                                           run.teacher_target, num_classes, data.target_val))
 
 
 def _result(run: _Prepared, data: TaskData, num_classes: int, final_losses: dict[str, float], timings: dict[str, float],
@@ -172,6 +172,7 @@ def execute(spec: RunSpec, host: Host, settings: EngineSettings) -> dict[str, An
         backbone_lr_mult=spec.backbone_lr_mult,
         checkpoints=checkpoint_steps(spec.steps, spec.eval_points), on_checkpoint=lambda step: _evaluate(run, data, num_classes, step),
         desc=f"{spec.recipe} seed {spec.seed}", show_progress=settings.show_progress, compile_step=settings.compile,
+        labelled_target=data.labelled_target,
     )
     timings = {"data_s": data_s, "teacher_s": run.teacher_s, "student_s": time.perf_counter() - train_started,
                "total_s": time.perf_counter() - started}
@@ -184,6 +185,8 @@ def execute_ensemble(specs: Sequence[RunSpec], host: Host, settings: EngineSetti
     first = specs[0]
     if any(s.task != first.task or s.recipe != first.recipe or s.hparams != first.hparams for s in specs):
         raise ValueError("an ensemble trains the seeds of one task, recipe and configuration")
+    if first.label_regime != "uda":
+        raise UserError(f"label regime {first.label_regime!r} cannot train seeds as a vmapped ensemble yet; run it without vmapped seeds")
     device = pick_device(settings.device)
     for spec in specs:
         _start(spec, settings, vmapped=True)

@@ -85,11 +85,13 @@ def evaluate_checkpoint(
     target_test: Split,
     teacher_target_predictions: torch.Tensor,
     num_classes: int,
+    target_val: Split | None = None,
 ) -> dict[str, Any]:
     """The student's metrics at ``step`` (after each component's ``before_evaluation``, on a copy).
 
     Target test labels are read here only to report; which checkpoint counts is decided
-    later by a selection rule, over every stored checkpoint.
+    later by a selection rule, over every stored checkpoint. ``target_val``: the labelled target
+    validation images of an ``ssda-K`` regime (scored as ``target_val.acc``, never trained on).
     """
     evaluated = student
     if any(type(c).before_evaluation is not Method.before_evaluation for c in components):
@@ -99,7 +101,7 @@ def evaluate_checkpoint(
     target = predict_outputs(evaluated, target_test.x).logits.argmax(dim=1)
     test = classification_metrics(target, target_test.y, num_classes)
     unlabelled = label_free_scores(predict_outputs(evaluated, first(target_train.x, LABEL_FREE_IMAGES)).logits)
-    return {
+    metrics = {
         "step": step,
         "source_val.acc": classification_metrics(predict(evaluated, source_val.x), source_val.y, num_classes)["acc"],
         "target_test.acc": test["acc"],
@@ -111,6 +113,9 @@ def evaluate_checkpoint(
         "target_train.snd": unlabelled["snd"],
         "target_train.bnm": unlabelled["bnm"],
     }
+    if target_val is not None:
+        metrics["target_val.acc"] = classification_metrics(predict(evaluated, target_val.x), target_val.y, num_classes)["acc"]
+    return metrics
 
 
 def checkpoint_steps(total_steps: int, points: int) -> list[int]:

@@ -13,10 +13,11 @@ import torch
 
 from cdkd_bench.api import Method, MethodInfo, Suite, Task
 from cdkd_bench.compute import default_threads, numerics, pick_device
-from cdkd_bench.data import domain_fingerprint, domain_split_sizes
+from cdkd_bench.data import domain_fingerprint, domain_split_sizes, load_domain
 from cdkd_bench.ensemble import unsupported_in_ensemble
 from cdkd_bench.errors import UserError, unknown_name
 from cdkd_bench.hparams import build_hparams, canonical_recipe, split_overrides
+from cdkd_bench.label_regimes import check_shots_fit, parse_regime
 from cdkd_bench.locations import default_cache_dir, default_data_root
 from cdkd_bench.networks import network_info, supports_intermediates
 from cdkd_bench.plugins import Host
@@ -27,7 +28,6 @@ from cdkd_bench.teachers import check_teacher_recipe
 from cdkd_bench.weights import weights_hash
 
 T = TypeVar("T")
-LABEL_REGIMES = ("uda",)
 DOMAIN_ROLES = ("source", "target")
 log = logging.getLogger("cdkd_bench")
 
@@ -48,8 +48,9 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     if budget_name not in suite.budgets:
         raise unknown_name(f"budget of suite {suite.name!r}", budget_name, suite.budgets)
     budget = suite.budgets[budget_name]
-    if request.label_regime not in LABEL_REGIMES:
-        raise UserError(f"label regime {request.label_regime!r} is not supported yet; use one of {', '.join(LABEL_REGIMES)}")
+    regime = parse_regime(request.label_regime)
+    if regime.reveals_target_labels and request.vmap_seeds:
+        raise UserError(f"label regime {regime.name!r} cannot train seeds as a vmapped ensemble yet; drop --vmap-seeds")
     host.selectors.get(request.selection or host.default("selection rule"))
     host.executors.get(request.executor or host.default("executor"))
     teacher_arch = request.teacher or suite.default_teacher
@@ -76,6 +77,11 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
     augmentation = suite.teacher_augmentation.to_dict() if suite.teacher_augmentation else None
     student_augmentation = augmentation if request.augmentation_parity else None
     data_hash = _data_hashes(host, suite, tasks, cache_dir or default_cache_dir(), data_root or default_data_root())
+    for target in dict.fromkeys(task.target for task in tasks):
+        if regime.shots is not None:
+            labels = load_domain(host.domains.get(target), suite.image_size, cache_dir or default_cache_dir(),
+                                 data_root or default_data_root()).train_y
+            check_shots_fit(regime, labels, suite.num_classes, target)
     if request.vmap_seeds and request.compile:
         raise UserError("vmapped seeds and --compile cannot be combined yet; choose one")
     device, threads = pick_device(request.device), request.threads or default_threads()
@@ -111,7 +117,8 @@ def expand(host: Host, request: GridRequest, cache_dir: Path | None = None, data
                 continue  # its numbers cannot depend on the teacher: it runs once, with the first teacher recipe
             if task.name in no_target_images and any(reads_target_images(host.methods.get(n)) for n in components):
                 continue
-            labelled_target = any(host.methods.get(n).uses_target_labels for n in components)
+            # Target labels in training (the oracle's, or the regime's): scored on the held-out test split.
+            labelled_target = regime.reveals_target_labels or any(host.methods.get(n).uses_target_labels for n in components)
             transductive = task.target in suite.transductive_targets and not labelled_target
             specs.append(RunSpec(
                 suite=suite.name, task=task.name, source=task.source, target=task.target,

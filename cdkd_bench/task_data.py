@@ -10,6 +10,7 @@ from cdkd_bench.api import DomainData
 from cdkd_bench.data import Split, domain_fingerprint, load_domain, validation_split
 from cdkd_bench.errors import UserError
 from cdkd_bench.images import Images
+from cdkd_bench.label_regimes import labelled_target_indices, parse_regime
 from cdkd_bench.plugins import Host
 from cdkd_bench.settings import EngineSettings
 from cdkd_bench.spec import RunSpec, TeacherSpec
@@ -25,6 +26,10 @@ class TaskData:
     target_test: Split
     target_splits: tuple[str, str] = ("train", "test")
     """Names of the target train and test splits' images (``all`` under the transductive protocol)."""
+    labelled_target: Split | None = None
+    """The target train images whose labels the run's label regime reveals (None under ``uda``)."""
+    target_val: Split | None = None
+    """Labelled target images that only score checkpoints (``ssda-K``); never trained on."""
 
 
 def _split(parts: list[torch.Tensor], y: torch.Tensor, device: torch.device, size: int, rows: torch.Tensor | None = None) -> Split:
@@ -63,11 +68,18 @@ def load_task_data(host: Host, spec: RunSpec, settings: EngineSettings, device: 
     source_train, source_val = load_source(host, spec.suite, spec.source, settings, device, spec.teacher.source_data)
     target = _checked(host, spec.suite, spec.target, spec.target_data, settings)
     size = host.suite(spec.suite).input_size
-    if spec.evaluation == TRANSDUCTIVE:
+    if spec.evaluation == TRANSDUCTIVE:  # only under uda: a labelled regime is scored on the test split
         everything = _all_images(target, device, size)
         return TaskData(source_train, source_val, everything, everything, ("all", "all"))
-    return TaskData(source_train, source_val, _split([target.train_x], target.train_y, device, size),
+    data = TaskData(source_train, source_val, _split([target.train_x], target.train_y, device, size),
                     _split([target.test_x], target.test_y, device, size))
+    regime = parse_regime(spec.label_regime)
+    if regime.reveals_target_labels:
+        labelled, validation = labelled_target_indices(regime, target.train_y, spec.target, spec.seed)
+        data.labelled_target = _split([target.train_x], target.train_y[labelled], device, size, labelled)
+        if len(validation):
+            data.target_val = _split([target.train_x], target.train_y[validation], device, size, validation)
+    return data
 
 
 def load_unlabelled_target(host: Host, teacher: TeacherSpec, settings: EngineSettings, device: torch.device) -> Split:

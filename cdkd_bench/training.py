@@ -103,7 +103,9 @@ class _Control(StepControl):
     def source_ce(self) -> torch.Tensor:
         batch = self.step.source
         assert batch.y is not None
-        return F.cross_entropy(self.step.student("source").logits, batch.y)
+        ce = F.cross_entropy(self.step.student("source").logits, batch.y)
+        labelled = self.step.labelled_target_ce()  # the regime's labelled target images are supervised data too
+        return ce if labelled is None else ce + labelled
 
     def others(self) -> dict[str, torch.Tensor]:
         return {f"{c.name}.{name}": value for c in self._others for name, value in c.loss(self.step).items()}
@@ -148,6 +150,7 @@ def fit(
     desc: str = "train",
     show_progress: bool = False,
     compile_step: bool = False,
+    labelled_target: Split | None = None,
 ) -> dict[str, float]:
     """Train ``model`` (and the components' own modules) for ``steps`` steps.
 
@@ -162,6 +165,9 @@ def fit(
     With ``compile_step`` the student's forward pass (and so its backward) is captured
     with torch.compile: on CUDA in ``reduce-overhead`` mode, which replays the step's
     kernels as a CUDA graph instead of launching each one from Python.
+    ``labelled_target`` holds the target images whose labels the label regime reveals: each
+    step draws a batch of them (``Step.labelled_target``) and adds its cross-entropy
+    (``target_ce``) to the loss, in its own forward pass.
     Returns each loss term averaged over the last tenth of training.
     """
     device = source.x.device
@@ -169,6 +175,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(steps))
     source_batches = BatchStream(source, batch_size, seed)
     target_batches = BatchStream(target, batch_size, seed + 1) if target is not None else None
+    labelled_batches = BatchStream(labelled_target, batch_size, seed + 2) if labelled_target is not None and len(labelled_target) else None
     empty = Batch(source.x[:0], None, source.y[:0])
     stages = tuple(sorted({s for c in components for s in c.intermediates}))
     owner = next((c for c in components if c.owns_step), None)
@@ -201,7 +208,9 @@ def fit(
         if target_batches is not None:
             xt, yt, target_index = target_batches.next()
             target_batch = Batch(xt, yt if reveal_target_labels else None, target_index)
-        step = Step(Batch(xs, ys, source_index), target_batch, index / steps, student_forward, teacher_forward, view_maker)
+        labelled_batch = Batch(*labelled_batches.next()) if labelled_batches is not None else None
+        step = Step(Batch(xs, ys, source_index), target_batch, index / steps, student_forward, teacher_forward, view_maker,
+                    labelled_batch)
         # Checking finiteness reads the loss back from the device, a sync that stalls a GPU:
         # do it every few steps; a non-finite loss poisons the weights, so it is still caught.
         check = index % FINITE_CHECK_EVERY == 0 or index == steps - 1
@@ -211,6 +220,9 @@ def fit(
                 terms = {f"{owner.name}.{name}": value for name, value in owner.update(control).items()}
             else:
                 terms = {"source_ce": F.cross_entropy(step.student("source").logits, ys)}
+                labelled_ce = step.labelled_target_ce()
+                if labelled_ce is not None:
+                    terms["target_ce"] = labelled_ce
                 for component in components:
                     for name, value in component.loss(step).items():
                         terms[f"{component.name}.{name}"] = value

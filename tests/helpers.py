@@ -10,12 +10,13 @@ from cdkd_bench import Method, Selector, Step, hookimpl
 
 
 class SpyOnTarget(Method):
-    """Records what target labels the engine revealed; adds no loss."""
+    """Records what target labels the engine revealed (in the unlabelled batch and the regime's labelled batch); adds no loss."""
 
     name = "spy"
     family = "adaptation"
     uses_target = True
     seen_target_labels: list[object] = []
+    seen_labelled: list[object] = []  # (indices, labels) of each step's labelled target batch, or None
 
     @dataclass(frozen=True)
     class Hparams:
@@ -23,6 +24,8 @@ class SpyOnTarget(Method):
 
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
         SpyOnTarget.seen_target_labels.append(step.target.y)
+        labelled = step.labelled_target
+        SpyOnTarget.seen_labelled.append(None if labelled is None else (labelled.index, labelled.y))
         return {}
 
 

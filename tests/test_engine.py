@@ -98,10 +98,13 @@ def test_metrics_cover_the_protocol(test_host, cache_dir) -> None:
     settings = EngineSettings(cache_dir=cache_dir, device="cpu")
     metrics = execute(pick(specs_for(test_host), "kd", TASKS[0]), test_host, settings)["metrics"]
     for key in ("target_test.acc", "target_test.balanced_acc", "source_val.acc", "teacher.target_test.acc",
-                "teacher.source_val.acc", "teacher_student_agreement", "student.params", "teacher.params"):
+                "teacher.source_val.acc", "teacher_student_agreement", "student.params", "teacher.params", "student.macs",
+                "teacher.macs", "target_train.entropy", "target_train.info_max", "target_train.snd", "target_train.bnm"):
         assert key in metrics
     assert len(metrics["target_test.per_class_acc"]) == 10
     assert 0 <= metrics["target_test.acc"] <= 100
+    assert metrics["student.macs"] < metrics["teacher.macs"]  # the student is the smaller network
+    assert "target_val.acc" not in metrics  # only a regime with labelled target validation images scores it
 
 
 def test_the_thread_count_is_part_of_run_and_teacher_identity(test_host) -> None:
