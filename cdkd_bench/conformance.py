@@ -483,6 +483,8 @@ def _checkpoint(step: int, rng: torch.Generator, num_classes: int = 10) -> dict[
         "teacher_student_agreement": pct(),
         "target_train.entropy": entropy,
         "target_train.info_max": float(torch.rand((), generator=rng)) * math.log(num_classes) - entropy,
+        "target_train.snd": float(torch.rand((), generator=rng)) * math.log(999),
+        "target_train.bnm": float(torch.rand((), generator=rng)),
     }
 
 
@@ -510,7 +512,8 @@ def check_selector(selector: Selector) -> None:
     ``oracle`` and ``default``; ``choose`` returns an int index in range for histories of 1 and
     5 checkpoints (the metrics ``evaluate_checkpoint`` records), the same index on a second
     call, and leaves its input unchanged; a rule not marked ``oracle`` picks the same checkpoint
-    when only the target test metrics change (it must not read target test labels).
+    when only the target test metrics change (it must not read target test labels); a rule with a
+    ``score`` chooses a checkpoint of the highest score.
     """
     _require(isinstance(selector, Selector), f"expected a cdkd_bench.Selector, got {type(selector).__name__}; register Selector(...)")
     _require(_valid_name(selector.name), f"selection rule name {selector.name!r} must be letters, digits and _ . + - (at most 100)")
@@ -530,6 +533,10 @@ def check_selector(selector: Selector) -> None:
             _require(_choose(selector, swapped) == first,
                      f"{where} picks another checkpoint when only the target_test.* metrics change, so it reads target test labels; "
                      "set oracle=True or stop reading target_test.*")
+        if selector.score is not None:
+            scores = [selector.score(checkpoint) for checkpoint in history]
+            _require(scores[first] == max(scores), f"{where}: choose() picked checkpoint {first}, whose score {scores[first]} is not "
+                                                   f"the best of {scores}; score must be what choose maximises (higher is better)")
 
 
 # --------------------------------------------------------------------------- executors

@@ -257,7 +257,8 @@ class Selector:
 
     ``choose`` gets the metrics of each evaluated checkpoint in training order and
     returns the index of the chosen one. ``oracle`` rules read target test labels and are
-    flagged wherever their numbers appear.
+    flagged wherever their numbers appear. ``needs`` names the checkpoint metrics ``choose``
+    reads, so that runs which did not record them are refused rather than misselected.
     """
 
     name: str
@@ -266,6 +267,14 @@ class Selector:
     description: str = ""
     default: bool = False
     """The rule tables use when none is named (exactly one installed rule should say so)."""
+    needs: tuple[str, ...] = ()
+    """The checkpoint metric keys ``choose`` reads (``"source_val.acc"``, ``"target_train.snd"``, …). A table
+    under the rule is refused, in one sentence, when a finished run's checkpoints lack one of them (runs trained
+    before cdkd-bench recorded that metric); leave it empty for a rule that reads no metric, like ``last``."""
+    score: Callable[[Mapping[str, Any]], float] | None = None
+    """A checkpoint's score, higher is better (the value ``choose`` maximises): how an hparam search compares the
+    configurations it tried, each at its chosen checkpoint. None for a rule that scores nothing (``last``), which
+    cannot choose between configurations."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,28 @@
+"""The checkpoint with the highest information-maximisation score on unlabelled target train images.
+
+The IM objective of SHOT (Liang, Hu & Feng 2020, "Do We Really Need to Access the Source
+Data? Source Hypothesis Transfer for Unsupervised Domain Adaptation", ICML) used as a
+validator: the entropy of the mean prediction minus the mean entropy, so confident
+predictions count only when they are spread over the classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cdkd_bench import RegisterSelectors, Selector, hookimpl
+
+from .common import best_checkpoint, scorer
+
+METRIC = "target_train.info_max"
+
+
+def choose_info_max(history: list[Mapping[str, float]]) -> int:
+    return best_checkpoint(history, METRIC, highest=True)
+
+
+@hookimpl
+def cdkd_register_selectors(register: RegisterSelectors) -> None:
+    register(Selector("info_max", choose_info_max, needs=(METRIC,), score=scorer(METRIC, highest=True),
+                      description="the checkpoint with the highest information-maximisation score on unlabelled target images "
+                                  "(SHOT, Liang et al. 2020)"))

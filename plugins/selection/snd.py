@@ -1,0 +1,28 @@
+"""The checkpoint with the highest soft neighbourhood density on unlabelled target train images.
+
+Saito et al. 2021 ("Tune it the Right Way: Unsupervised Validation of Domain Adaptation via
+Soft Neighborhood Density", ICCV): target images whose predictions agree with their
+neighbours' form dense clusters, which tracks target accuracy better than confidence alone.
+Runs trained before cdkd-bench recorded the score cannot be selected by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cdkd_bench import RegisterSelectors, Selector, hookimpl
+
+from .common import best_checkpoint, scorer
+
+METRIC = "target_train.snd"
+
+
+def choose_snd(history: list[Mapping[str, float]]) -> int:
+    return best_checkpoint(history, METRIC, highest=True)
+
+
+@hookimpl
+def cdkd_register_selectors(register: RegisterSelectors) -> None:
+    register(Selector("snd", choose_snd, needs=(METRIC,), score=scorer(METRIC, highest=True),
+                      description="the checkpoint with the highest soft neighbourhood density on unlabelled target images "
+                                  "(Saito et al. 2021)"))
