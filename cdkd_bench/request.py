@@ -51,6 +51,10 @@ class GridRequest:
     """A local weights file the teacher starts from (offline pretrained weights); its content hash joins the teacher's identity."""
     student_weights: str | None = None
     """A local weights file the student starts from."""
+    trials: int = 1
+    """Hparam configurations tried per recipe (1: the defaults only); see cdkd_bench.search."""
+    hparam_seed: int = 0
+    """Seeds the configurations drawn for a search; independent of the training seeds."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -65,6 +69,8 @@ class GridRequest:
 
 _LIST_ITEM = {"tasks": str, "recipes": str, "seeds": int, "teacher_recipe": str}
 _INTEGER = {"threads"}
+MAX_TRIALS = 1000
+_COUNTS = {"trials": MAX_TRIALS, "hparam_seed": MAX_SEED}  # whole numbers with their own ranges
 _BOOLEAN = {"compile", "vmap_seeds", "augmentation_parity"}
 
 
@@ -86,6 +92,10 @@ def check_value(label: str, key: str, value: Any) -> None:
     elif key in _BOOLEAN:
         if not isinstance(value, bool):
             raise UserError(f"{label} must be true or false, got {value!r}")
+    elif key in _COUNTS:
+        low = 0 if key == "hparam_seed" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= _COUNTS[key]:
+            raise UserError(f"{label} must be a whole number from {low} to {_COUNTS[key]}, got {value!r}")
     elif key in _INTEGER:
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_THREADS:
             raise UserError(f"{label} must be a whole number from 1 to {MAX_THREADS}, got {value!r}")

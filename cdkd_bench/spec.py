@@ -102,7 +102,7 @@ _ADAPTATION_FIELDS = ("target", "target_version", "target_data", "target_evaluat
 
 
 _LATER_TEACHER_FIELDS: dict[str, Any] = {"weights": "", "backbone_lr_mult": 1.0}
-_LATER_RUN_FIELDS: dict[str, Any] = {"student_pretrained": False, "student_weights": ""}
+_LATER_RUN_FIELDS: dict[str, Any] = {"student_pretrained": False, "student_weights": "", "search": None}
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,8 @@ class RunSpec:
     """The student starts from its architecture's published weights (or ``student_weights``), inputs normalised for them."""
     student_weights: str = ""
     """Content hash of the local weights file the student started from (``--student-weights``)."""
+    search: dict[str, int] | None = None
+    """For a run of an hparam search (``trials`` > 1): ``{"trials": N, "hparam_seed": s, "trial": i}``; None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
