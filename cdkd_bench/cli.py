@@ -1,4 +1,4 @@
-"""The command line: cdkd-bench list | plugins | run | leaderboard | forget | status | runs show."""
+"""The command line: cdkd-bench list | plugins | run | leaderboard | forget | status | runs show | export | verify."""
 
 from __future__ import annotations
 
@@ -40,6 +40,16 @@ def _seed_list(text: str) -> tuple[int, ...]:
         return tuple(int(p) for p in _raw_list(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated whole numbers, got {text!r}") from None
+
+
+def _format_list(text: str) -> tuple[str, ...]:
+    from cdkd_bench.leaderboard import LEADERBOARD_FORMATS
+
+    formats = LEADERBOARD_FORMATS if text.strip() == "all" else _raw_list(text)
+    unknown = [name for name in formats if name not in LEADERBOARD_FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown leaderboard format {unknown[0]!r}; choose from {', '.join(LEADERBOARD_FORMATS)} or all")
+    return tuple(formats)
 
 
 def _path(text: str) -> Path:
@@ -85,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_board = sub.add_parser("leaderboard", help="render leaderboard tables from the results store")
     p_board.add_argument("--suite", help="suite name (default: the suite marked as default, embedded)")
     p_board.add_argument("--selection", help="model-selection rule applied to the stored checkpoints (default: last)")
+    p_board.add_argument("--format", dest="formats", type=_format_list, default=("md",), metavar="FORMATS",
+                         help="comma-separated files to write as <suite>.<format>: md, csv, json, tex (booktabs), html "
+                         "(a self-contained page with plots), or all (default: md); the Markdown page is printed either way")
     _add_store_args(p_board)
     _add_out_dir(p_board)
 
@@ -114,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_show = runs_sub.add_parser("show", help="one run's spec, status, metrics, timings, error and provenance")
     p_show.add_argument("run_id", metavar="RUN_ID", help=f"a run hash, or a unique prefix of at least {MIN_RUN_PREFIX} characters")
     _add_store_args(p_show)
+
+    p_export = sub.add_parser("export", help="write the store's runs as a results bundle (runs.jsonl and manifest.json) "
+                              "to publish, merge or verify")
+    _add_store_args(p_export)
+    p_export.add_argument("--suite", help="only this suite's runs (default: every suite in the store)")
+    p_export.add_argument("--out", type=_path, required=True, help="the bundle folder to write (new or empty)")
+
+    p_verify = sub.add_parser("verify", help="re-run a seeded sample of a bundle's finished runs and compare their target "
+                              "accuracy at every checkpoint; exit 1 unless all reproduce")
+    p_verify.add_argument("bundle", type=_path, metavar="BUNDLE", help="a results bundle folder (or its manifest.json, or a store)")
+    p_verify.add_argument("--sample", type=int, default=3, metavar="K", help="how many finished runs to re-run (default: 3)")
+    p_verify.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS",
+                          help="largest difference in target accuracy, in points, that still reproduces (default: 0.5)")
+    p_verify.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+    p_verify.add_argument("--cache-dir", type=_path, help="where data and teachers are cached (env CDKD_BENCH_CACHE)")
+    p_verify.add_argument("--data-root", type=_path, help="where real datasets live (env CDKD_BENCH_DATA)")
+    p_verify.add_argument("--threads", help="CPU threads per re-run (default: each run's own, from its numerics)")
+    p_verify.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -135,8 +166,15 @@ def _add_grid_args(parser: argparse.ArgumentParser, *, out_dir: bool) -> None:
                         "comma-separated for several (each gets its own table)")
     parser.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the suite's)")
     parser.add_argument("--budget", help="budget name: quick, default, paper (default: the suite's)")
+    parser.add_argument("--label-regime", dest="label_regime", help="which target labels students see: uda (none, the "
+                        "default), ssda-K (K per class from the target train split, e.g. ssda-3) or sup (all target train labels)")
     parser.add_argument("--set", dest="hparams", action="append", default=[], metavar="METHOD.HPARAM=VALUE",
                         help="override a hyper-parameter, e.g. --set kd.temperature=2 (repeatable)")
+    parser.add_argument("--trials", type=int, help="hparam configurations per recipe (default 1: the defaults): each is drawn "
+                        "from the components' search spaces, tried on the first seed, and the one the selection rule scores best "
+                        "runs on every seed")
+    parser.add_argument("--hparam-seed", dest="hparam_seed", type=int, help="seed of the drawn configurations, independent of "
+                        "the training seeds (default 0)")
     parser.add_argument("--selection", help="model-selection rule for the printed table (default: last); runs store every "
                         "checkpoint, so `leaderboard --selection` can apply another rule later without retraining")
     parser.add_argument("--executor", help="executor (default: local)")
@@ -267,7 +305,7 @@ def _check_plugins(name: str | None) -> int:
 
 
 _RUN_FLAGS = ("suite", "tasks", "teacher", "student", "recipes", "teacher_recipe", "seeds", "budget", "selection", "executor", "store", "device",
-              "compile", "vmap_seeds", "augmentation_parity", "teacher_weights", "student_weights")
+              "label_regime", "trials", "hparam_seed", "compile", "vmap_seeds", "augmentation_parity", "teacher_weights", "student_weights")
 
 
 def _request_from(args: argparse.Namespace) -> Any:
@@ -323,9 +361,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cdkd_bench.data import default_cache_dir, default_data_root
     from cdkd_bench.engine import EngineSettings
     from cdkd_bench.folders import writable_folder
-    from cdkd_bench.grid import expand, run_grid
+    from cdkd_bench.grid import expand
     from cdkd_bench.leaderboard import write_leaderboard
     from cdkd_bench.plugins import load_host
+    from cdkd_bench.search import run_searched_grid
     from cdkd_bench.store import Store
 
     request = _request_from(args)
@@ -359,8 +398,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     use_threads(torch.device("cpu"), threads)
     host.executors.get(request.executor or host.default("executor"))().check()  # an unreachable cluster is said now
     print(f"grid: {len(specs)} runs on suite {suite!r}; results in {request.store}", file=sys.stderr)
-    summary = run_grid(host, specs, store, settings, request.executor, show_progress=not args.no_progress,
-                       retry_failed=args.retry_failed)
+    summary = run_searched_grid(host, request, specs, store, settings, show_progress=not args.no_progress,
+                                retry_failed=args.retry_failed)
     elsewhere = f", {summary.elsewhere} left to another process" if summary.elsewhere else ""
     before = f", {summary.failed_before} failed before and left alone (--retry-failed runs them)" if summary.failed_before else ""
     print(
@@ -375,7 +414,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from cdkd_bench.leaderboard import write_leaderboard
+    from cdkd_bench.leaderboard import write_leaderboard_files
     from cdkd_bench.plugins import load_host
     from cdkd_bench.store import Store
 
@@ -385,9 +424,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.selection is not None:
         host.selectors.get(args.selection)  # unknown rule → suggestions
     suite = args.suite if args.suite is not None else host.default("suite")
-    path, text = write_leaderboard(store, suite, args.out_dir, host, args.selection)
+    paths, text = write_leaderboard_files(store, suite, args.out_dir, host, args.selection, args.formats)
     print(text)
-    print(f"leaderboard written to {path}", file=sys.stderr)
+    print(f"leaderboard written to {', '.join(map(str, paths))}", file=sys.stderr)
     return 0
 
 
@@ -505,7 +544,15 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "run": cmd_run, "leaderboard": cmd_leaderboard, "forget": cmd_forget,
-            "status": cmd_status, "runs": cmd_runs, "data": cmd_data, "new": cmd_new}
+            "status": cmd_status, "runs": cmd_runs, "data": cmd_data, "new": cmd_new,
+            "export": lambda args: _bundle_command("cmd_export", args), "verify": lambda args: _bundle_command("cmd_verify", args)}
+
+
+def _bundle_command(name: str, args: argparse.Namespace) -> int:
+    """Bundle commands live in their own module, imported only when one of them runs."""
+    from cdkd_bench import bundle_commands
+
+    return int(getattr(bundle_commands, name)(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

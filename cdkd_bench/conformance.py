@@ -485,6 +485,7 @@ def _checkpoint(step: int, rng: torch.Generator, num_classes: int = 10) -> dict[
         "target_train.info_max": float(torch.rand((), generator=rng)) * math.log(num_classes) - entropy,
         "target_train.snd": float(torch.rand((), generator=rng)) * math.log(999),
         "target_train.bnm": float(torch.rand((), generator=rng)),
+        "target_val.acc": pct(),  # recorded under ssda-K only
     }
 
 
@@ -534,9 +535,11 @@ def check_selector(selector: Selector) -> None:
                      f"{where} picks another checkpoint when only the target_test.* metrics change, so it reads target test labels; "
                      "set oracle=True or stop reading target_test.*")
         if selector.score is not None:
-            scores = [selector.score(checkpoint) for checkpoint in history]
-            _require(scores[first] == max(scores), f"{where}: choose() picked checkpoint {first}, whose score {scores[first]} is not "
-                                                   f"the best of {scores}; score must be what choose maximises (higher is better)")
+            scores = [float(selector.score(checkpoint)) for checkpoint in history]
+            best = max(scores, key=lambda v: -math.inf if math.isnan(v) else v)  # a NaN score never wins
+            _require(scores[first] == best or all(map(math.isnan, scores)),
+                     f"{where}: choose() picked checkpoint {first}, whose score {scores[first]} is not the best of {scores}; "
+                     "score must be what choose maximises (higher is better)")
 
 
 # --------------------------------------------------------------------------- executors

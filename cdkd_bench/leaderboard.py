@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import typing
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,18 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from cdkd_bench.declarations import HEADLINES, Selector, Suite
-from cdkd_bench.errors import unknown_name
+from cdkd_bench.errors import UserError, unknown_name
 from cdkd_bench.folders import writable_folder, write_text_atomically
 from cdkd_bench.plugins import NAME_PATTERN, Host
 from cdkd_bench.power import ALPHA, POWER, minimal_detectable_difference
+from cdkd_bench.selection import check_selectable, choose_checkpoint
 from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, canonical_json
-from cdkd_bench.store import Store, StoredRun
+from cdkd_bench.store import StoredRun
 
 METRIC = "target_test.acc"
 # Below this many points between teacher and source-only student the ratio is noise, not news.
 MIN_GAP = 1.0
 FAILURES_LISTED = 10
 COMMANDS_LISTED = 3
+LEADERBOARD_FORMATS = ("md", "csv", "json", "tex", "html")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,17 @@ class Row:
     values: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     # task -> seeds whose run failed: shown in the cell, never silently dropped
     failed: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    # The row's network: the student's (the teacher's on teacher rows); None where the runs predate counting it.
+    params: int | None = None
+    macs: int | None = None
+    """Multiply-accumulates per image at the suite's input size."""
+
+    def count_compute(self, metrics: dict[str, Any], network: str) -> None:
+        """Take ``network``'s parameter and MAC counts from a run's metrics, where no earlier run of the row gave them."""
+        if self.params is None and metrics.get(f"{network}.params") is not None:
+            self.params = int(metrics[f"{network}.params"])
+        if self.macs is None and metrics.get(f"{network}.macs") is not None:
+            self.macs = int(metrics[f"{network}.macs"])
 
     def seeds_complete(self, tasks: Sequence[str]) -> list[int]:
         seeds = set.intersection(*(set(self.values.get(t, {})) for t in tasks)) if tasks else set()
@@ -87,6 +101,14 @@ class Table:
     data: list[str] = field(default_factory=list)
     test_images: dict[str, str] = field(default_factory=dict)
     """Per task, how many target images each run was scored on, and by which protocol."""
+    trials: list[int] = field(default_factory=lambda: [1])
+    """Hyper-parameter configurations tried per recipe (distinct values over the runs; 1 unless the runs were a search)."""
+    method_versions: dict[str, list[int]] = field(default_factory=dict)
+    """Each recipe component's version(s) over the table's runs."""
+    package_versions: list[str] = field(default_factory=list)
+    """The distinct cdkd-bench, torch and timm versions behind the runs (from their provenance)."""
+    data_hashes: dict[str, str] = field(default_factory=dict)
+    """Each domain's content hash (one per domain within a table: other images make another table)."""
 
     @property
     def common_seeds(self) -> list[int]:
@@ -107,12 +129,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 def format_cell(values: Sequence[float], failed: int = 0) -> str:
     """``mean ± std (n=k)``; failed runs are counted in the cell, e.g. ``(n=5, 1 failed ✗)``."""
+    mean, std = mean_std(values) if values else (None, None)
+    return format_stats(mean, std, len(values), failed)
+
+
+def format_stats(mean: float | None, std: float | None, n: int, failed: int = 0) -> str:
+    """A cell from its numbers: ``format_cell`` of the ``n`` values they summarise."""
     failures = f", {failed} failed ✗" if failed else ""
-    if not values:
+    if not n or mean is None:
         return f"— (n=0{failures})" if failed else "—"
-    mean, std = mean_std(values)
     spread = f" ± {std:.1f}" if std is not None else ""
-    return f"{mean:.1f}{spread} (n={len(values)}{failures})"
+    return f"{mean:.1f}{spread} (n={n}{failures})"
 
 
 def _budget_numbers(spec: RunSpec) -> str:
@@ -136,15 +163,14 @@ def headline_metric(suite: str, host: Host | None) -> str:
 
 def selected_metrics(run: StoredRun, selector: Selector | None) -> dict[str, Any]:
     """The metrics of the checkpoint the rule picks (the run's last checkpoint when no rule is given)."""
-    history = run.metrics.get("checkpoints") or [run.metrics]
-    index = selector.choose(history) if selector is not None else len(history) - 1
-    return {**run.metrics, **history[index]}
+    return choose_checkpoint(run, selector)
 
 
 def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str | None = None) -> list[Table]:
     """Tables of ``runs`` under selection rule ``selection`` (the host's default rule when None)."""
     rule = selection or (host.default("selection rule") if host is not None else "last")
     selector = host.selectors.get(rule) if host is not None else None
+    check_selectable(runs, selector, [entry.value for entry in host.selectors] if host is not None else ())
     grouped: dict[Protocol, list[StoredRun]] = defaultdict(list)
     for run in runs:
         s = run.spec
@@ -257,6 +283,8 @@ def _teacher_row(group: list[StoredRun], name: str, kind: str, selector: Selecto
         # Scored on the images the student rows are (the oracle's held-out split differs under the transductive protocol).
         if run.status == "done" and (_row_kind(s.recipe, host) != "upper_bound" or s.seed not in teacher.values[s.task]):
             teacher.values[s.task][s.seed] = selected_metrics(run, selector)[f"teacher.{headline_metric(s.suite, host)}"]
+        if run.status == "done":
+            teacher.count_compute(run.metrics, "teacher")
     return teacher
 
 
@@ -278,6 +306,7 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
             continue
         m = selected_metrics(run, selector)
         row.values[s.task][s.seed] = m[headline_metric(s.suite, host)]
+        row.count_compute(run.metrics, "student")
         teacher_source_val[s.source][s.seed] = m["teacher.source_val.acc"]
     rows = sorted([teacher, *recipe_rows.values()], key=lambda r: (_KIND_ORDER[r.kind], r.name))
     for row in rows:
@@ -288,7 +317,32 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
     if protocol.data:
         flags.append(f"Other machines generated some domains differently; this table holds only runs on: {protocol.data}.")
     return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs, _commands(group),
-                 _data_identity(group), _test_images(group))
+                 _data_identity(group), _test_images(group), _trials(group), _method_versions(group), _package_versions(group),
+                 _data_hashes(group))
+
+
+def _trials(group: list[StoredRun]) -> list[int]:
+    """Hyper-parameter configurations tried per recipe, as the runs of a search record it in their spec; 1 otherwise."""
+    return sorted({int((run.spec.search or {}).get("trials", 1)) for run in group}) or [1]
+
+
+def _method_versions(group: list[StoredRun]) -> dict[str, list[int]]:
+    versions: dict[str, set[int]] = defaultdict(set)
+    for run in group:
+        for component, version in run.spec.method_versions.items():
+            versions[component].add(version)
+    return {component: sorted(versions[component]) for component in sorted(versions)}
+
+
+def _package_versions(group: list[StoredRun]) -> list[str]:
+    seen = {f"cdkd-bench {p.get('cdkd_bench')}, torch {p.get('torch')}, timm {p.get('timm')}": None
+            for p in (run.provenance for run in group) if p.get("cdkd_bench")}
+    return list(seen)
+
+
+def _data_hashes(group: list[StoredRun]) -> dict[str, str]:
+    hashes = {domain: digest for run in group for domain, digest in _domain_hashes(run.spec).items()}
+    return {domain: hashes[domain] for domain in sorted(hashes)}
 
 
 def _data_identity(group: list[StoredRun]) -> list[str]:
@@ -331,60 +385,36 @@ def _short_task(task: str, suite: str) -> str:
     return name.replace("_to_", "→")
 
 
+EMPTY_STORE = "No runs in the store yet; run `cdkd-bench run` first."
+
+
 def render_markdown(tables: list[Table], title: str, host: Host | None = None) -> str:
-    lines = [f"# Leaderboard: {title}", ""]
-    if not tables:
-        return "\n".join([*lines, "No runs in the store yet; run `cdkd-bench run` first.", ""])
-    for table in tables:
-        lines += _render_table(table, host)
-    return "\n".join(lines)
+    # The page is rendered from each table's DataFrame; those modules build on this one's Table, so they are imported here.
+    from cdkd_bench.table_formats import markdown_page
+    from cdkd_bench.table_frame import frame_table
+
+    return markdown_page([frame_table(table) for table in tables], title, host)
 
 
-def _render_table(table: Table, host: Host | None = None) -> list[str]:
+def table_heading(table: Table, host: Host | None = None) -> list[str]:
+    """The Markdown lines above a table's caption: its heading, whether it only demonstrates, its augmentation parity."""
     p = table.protocol
-    seeds = table.common_seeds
-    seed_text = ", ".join(map(str, seeds)) if seeds else "none"
     augmentation = "off (ablation: only the teacher saw augmented source images)" if p.student_augmentation == "null" \
         else "on (every student's source batches get the teacher's augmentation policy)"
     adapted_by = f" adapted by `{p.teacher_recipe}`" if p.teacher_recipe != SOURCE_TEACHER else ""
-    lines = [
+    return [
         f"## Teacher `{p.teacher_arch}`{adapted_by} → student `{p.student_arch}`, budget `{p.budget}`",
         "",
         *_budget_note(table, host),
         f"Augmentation parity: {augmentation}.",
         "",
-        f"Target test {_headline_words(p.suite, host)} (%), mean ± sample std over seeds (n = seeds). Label regime `{p.label_regime}`, "
-        f"selection rule `{p.selection}`, teacher recipe `{p.teacher_recipe}`, computed as `{p.numerics}`. "
-        f"avg: per seed, the mean over all tasks, over the seeds every row has on every task (here: {seed_text}), "
-        "so all rows are compared on the same seeds. "
-        "gap closed: (row − source only) / (teacher − source only), on those averages, "
-        f"shown when the teacher leads by at least {MIN_GAP:g} point. "
-        "✗ counts runs that failed; they are listed below the table and are not in the numbers.",
-        "",
     ]
-    lines += [f"- {flag}" for flag in table.flags]
-    if table.flags:
-        lines.append("")
-    header = ["method", *(_short_task(t, p.suite) for t in table.tasks), "avg", "gap closed"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-    base = _mean_average(table, "baseline", seeds)
-    top = _mean_average(table, "teacher", seeds)
-    for row in table.rows:
-        note = ROW_NOTES[row.kind]
-        name = f"{row.name} ({note})" if note else row.name
-        if row.kind == "teacher":
-            adapted = f"adapted to the target by `{p.teacher_recipe}` with unlabelled target images"
-            name = f"teacher `{p.teacher_arch}` ({adapted if p.teacher_recipe != SOURCE_TEACHER else note})"
-        elif row.kind == "source_teacher":
-            name = f"teacher `{p.teacher_arch}` ({note})"
-        cells = [format_cell(list(row.values.get(t, {}).values()), len(row.failed.get(t, ()))) for t in table.tasks]
-        avg = row.average(table.tasks, seeds) if set(seeds) <= set(row.seeds_complete(table.tasks)) else []
-        gap = "—"
-        if row.kind == "method" and avg and base is not None and top is not None and top - base >= MIN_GAP:
-            gap = f"{100 * (statistics.fmean(avg) - base) / (top - base):.0f}%"
-        lines.append("| " + " | ".join([name, *cells, format_cell(avg), gap]) + " |")
-    lines += ["", "Source-domain validation accuracy of the teacher (%):", ""]
+
+
+def table_footer(table: Table, host: Host | None = None) -> list[str]:
+    """The Markdown lines under a table: the teachers' source accuracy, evaluation, published numbers, MDD, failures, provenance."""
+    p = table.protocol
+    lines = ["Source-domain validation accuracy of the teacher (%):", ""]
     lines.append("| source | teacher source-val acc |")
     lines.append("|---|---:|")
     for source, per_seed in sorted(table.teacher_source_val.items()):
@@ -392,7 +422,7 @@ def _render_table(table: Table, host: Host | None = None) -> list[str]:
     lines.append("")
     lines += _evaluation_lines(table, host)
     lines += _published_lines(table, host)
-    lines += detectable_difference_lines(table, seeds)
+    lines += detectable_difference_lines(table, table.common_seeds)
     if table.test_images:
         lines += ["Target images scored per run: " + "; ".join(
             f"{_short_task(t, p.suite)} {table.test_images[t]}" for t in table.tasks if t in table.test_images) + ".", ""]
@@ -522,20 +552,57 @@ def _mean_average(table: Table, kind: str, seeds: Sequence[int]) -> float | None
     return None
 
 
-def check_suite_name(suite: str, store: Store, host: Host | None) -> None:
+class RunSource(typing.Protocol):
+    """What a leaderboard reads from a results store (a Store, or a merged view of several)."""
+
+    def runs(self, suite: str | None = None, status: str | None = "done") -> list[StoredRun]: ...
+
+    def suites(self) -> list[str]: ...
+
+
+def check_suite_name(suite: str, store: RunSource, host: Host | None) -> None:
     """A leaderboard's suite must be one the plugins (when given) or the store know; it also names the page file."""
     known = set(store.suites()) | (set(host.suites.names()) if host is not None else set())
     if not NAME_PATTERN.fullmatch(suite) or (host is not None and suite not in known):
         raise unknown_name("suite", suite, known)
 
 
+def check_formats(formats: Sequence[str]) -> list[str]:
+    """The formats asked for, each once, in order; an unknown or missing one is one sentence."""
+    for name in formats:
+        if name not in LEADERBOARD_FORMATS:
+            raise unknown_name("leaderboard format", name, LEADERBOARD_FORMATS)
+    if not formats:
+        raise UserError(f"no leaderboard format given; choose from {', '.join(LEADERBOARD_FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
 def write_leaderboard(
-    store: Store, suite: str, out_dir: Path, host: Host | None = None, selection: str | None = None
+    store: RunSource, suite: str, out_dir: Path, host: Host | None = None, selection: str | None = None,
+    formats: Sequence[str] = ("md",),
 ) -> tuple[Path, str]:
-    """Render the suite's tables (finished and failed runs) under a selection rule and write ``out_dir/<suite>.md``."""
+    """Render the suite's tables (finished and failed runs) under a selection rule and write ``out_dir/<suite>.<format>``
+    for each of ``formats``; returns the first file written and the Markdown page."""
+    paths, text = write_leaderboard_files(store, suite, out_dir, host, selection, formats)
+    return paths[0], text
+
+
+def write_leaderboard_files(
+    store: RunSource, suite: str, out_dir: Path, host: Host | None = None, selection: str | None = None,
+    formats: Sequence[str] = ("md",),
+) -> tuple[list[Path], str]:
+    """``write_leaderboard``, returning every file written (in the order of ``formats``) and the Markdown page."""
+    # Rendering builds on this module's tables (pandas, and matplotlib for the page), hence the import here.
+    from cdkd_bench.publish import render_formats
+
+    wanted = check_formats(formats)
     check_suite_name(suite, store, host)
-    tables = build_tables(store.runs(suite=suite, status=None), host, selection)
-    text = render_markdown(tables, f"suite `{suite}`", host)
-    path = writable_folder(out_dir, "leaderboard pages", "--out-dir") / f"{suite}.md"
-    write_text_atomically(path, text)
-    return path, text
+    runs = store.runs(suite=suite, status=None)
+    texts = render_formats(runs, build_tables(runs, host, selection), suite, host, selection, ["md", *wanted])
+    folder = writable_folder(out_dir, "leaderboard pages", "--out-dir")
+    paths = []
+    for name in wanted:
+        path = folder / f"{suite}.{name}"
+        write_text_atomically(path, texts[name])
+        paths.append(path)
+    return paths, texts["md"]

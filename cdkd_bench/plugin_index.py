@@ -23,7 +23,7 @@ from cdkd_bench.folders import replace_atomically
 from cdkd_bench.locations import default_cache_dir
 
 INDEX_FILE = "plugin-index.json"
-FORMAT = 2  # 2: entries record the hooks each plugin implements
+FORMAT = 3  # 2: entries record the hooks each plugin implements; 3: and each method's version
 
 # What a plugin provides, by the hooks it implements; a command names the families it needs.
 FAMILY_OF_HOOK = {
@@ -51,10 +51,21 @@ class MethodTraits:
 
     reference: bool = False
     uses_target_labels: bool = False
+    version: int | None = None
+    """The installed implementation's version: merged results must match the implementation they claim."""
 
     @classmethod
     def of(cls, method: type) -> MethodTraits:
-        return cls(bool(getattr(method, "reference", False)), bool(getattr(method, "uses_target_labels", False)))
+        version = getattr(method, "version", None)
+        return cls(bool(getattr(method, "reference", False)), bool(getattr(method, "uses_target_labels", False)),
+                   version if isinstance(version, int) and not isinstance(version, bool) else None)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MethodTraits:
+        version = data.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ValueError(f"a method version must be an integer, got {version!r}")
+        return cls(bool(data.get("reference", False)), bool(data.get("uses_target_labels", False)), version)
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,7 @@ class PluginRecord:
         """Raises on anything malformed; the caller drops the entry."""
         families = frozenset(_strings(data["families"]))
         names = {str(family): tuple(_strings(values)) for family, values in dict(data["names"]).items()}
-        methods = {str(name): MethodTraits(**{k: bool(v) for k, v in dict(traits).items()})
-                   for name, traits in dict(data["methods"]).items()}
+        methods = {str(name): MethodTraits.from_json(dict(traits)) for name, traits in dict(data["methods"]).items()}
         hooks = frozenset(_strings(data.get("hooks", [])))  # absent from entries written before it was recorded
         return cls(families, names, methods, hooks)
 

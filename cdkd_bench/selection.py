@@ -46,11 +46,15 @@ def check_selectable(runs: Iterable[StoredRun], selector: Selector | None, alter
     if not lacking:
         return
     keys = [key for key in selector.needs if any(key in missing for missing in lacking)]
+    regimes = sorted({run.spec.label_regime for run in finished if _missing(run, selector.needs)})
+    # A metric only some label regimes produce (target_val.acc: ssda-K) is missing for a reason other than age.
+    why = (f"their label regime ({_and(regimes)}) has no data for it, or they were trained by an older cdkd-bench"
+           if any(key.startswith("target_val.") for key in keys) else "they were trained by an older cdkd-bench")
     usable = [rule.name for rule in _ordered(alternatives)
               if rule.name != selector.name and not rule.oracle and not any(_missing(run, rule.needs) for run in finished)]
     instead = f"choose another rule ({', '.join(usable)}) or train them again" if usable else "train them again"
     raise UserError(f"selection rule {selector.name!r} reads {_and(keys)}, which {_how_many(len(lacking), len(finished))} "
-                    f"did not record (they were trained by an older cdkd-bench); {instead}")
+                    f"did not record ({why}); {instead}")
 
 
 def _ordered(rules: Iterable[Selector]) -> list[Selector]:

@@ -24,6 +24,7 @@ def fill_store(host, path: Path) -> Store:
             "target_test.acc": ACCURACY[(spec.recipe, spec.seed)] + bonus,
             "teacher.target_test.acc": 80.0,
             "teacher.source_val.acc": 99.0 - spec.seed,
+            "student.params": 45_210, "student.macs": 1_234_567, "teacher.params": 181_000, "teacher.macs": 5_000_000,
         }
         provenance = {"cdkd_bench": "0.1.0", "torch": "2.14.1", "timm": "1.0.31", "device": "cpu (x86_64, 2 threads)"}
         store.record(spec, {"status": "done", "metrics": metrics, "timings": {}, "provenance": provenance})
@@ -45,11 +46,16 @@ def test_table_rows_columns_and_gap_closed(host, tmp_path: Path) -> None:
     assert table.tasks == [f"embedded.{t}" for t in TASKS]
     text = render_markdown(tables, "suite `embedded`")
     lines = {line.split(" |")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    kd = lines["kd"]
+    assert lines["method"] == "| method | printed→handwritten | handwritten→printed | avg | gap closed | avg rank | params | MACs |"
+    # † : kd beats source_only by 20 and 18 points on each task's two seeds (a paired t-test over 4 pairs)
+    kd = lines["kd †"]
     # per task: 61 ± 1.4 on the first, 71 ± 1.4 on the second; avg per seed (60+70)/2=65, (62+72)/2=67
     assert "| 61.0 ± 1.4 (n=2) | 71.0 ± 1.4 (n=2) | 66.0 ± 1.4 (n=2) |" in kd
-    # gap closed = (66 - 47) / (80 - 47)
-    assert kd.endswith(f"| {100 * (66 - 47) / (80 - 47):.0f}% |")
+    # gap closed = (66 - 47) / (80 - 47); kd ranks first on both tasks; the student's params and MACs per image
+    assert kd.endswith(f"| 66.0 ± 1.4 (n=2) | {100 * (66 - 47) / (80 - 47):.0f}% | 1.00 | 45.2k | 1.23M |")
+    assert lines["source_only (student on source only)"].endswith("| — | 2.00 | 45.2k | 1.23M |")
+    # the teacher row shows the teacher's network, and no rank: it does not compete
+    assert lines["teacher `resnet18_w16_32px` (trained on source)"].endswith("| — | — | 181k | 5M |")
     assert "target_oracle (upper bound: trained with target labels)" in text
     assert "`target_oracle` reads target labels" in text
     assert "| embedded.printed | 98.5 ± 0.7 (n=2) |" in text
@@ -117,7 +123,7 @@ def test_avg_and_gap_closed_compare_every_row_on_the_same_seeds(host, tmp_path: 
     rows = _lines(render_markdown([table], "t"))
     assert "| 40.0 (n=1) |" in rows["source_only (student on source only)"]  # avg over seed 0 only, not 54.0
     # gap closed on matched seeds: (70 - 40) / (80 - 40) = 75%, where mixing seeds would give (70 - 54) / (80 - 54) = 62%
-    assert rows["kd"].endswith("| 70.0 (n=1) | 75% |")
+    assert rows["kd"].endswith("| 70.0 (n=1) | 75% | 1.00 | — | — |")
 
 
 def test_runs_with_other_numerics_never_share_a_table(host, tmp_path: Path) -> None:

@@ -1,0 +1,29 @@
+"""The checkpoint with the highest accuracy on the labelled target validation shots of an ``ssda-K`` regime.
+
+Semi-supervised domain adaptation validates on a few labelled target images per class that
+are never trained on (Saito et al. 2019, "Semi-supervised Domain Adaptation via Minimax
+Entropy", ICCV: three per class). Honest under ``ssda-K``: those labels are part of what the
+regime reveals, and the images are not the ones tables are scored on. Runs of the ``uda`` and
+``sup`` regimes have no such images, and a table of them under this rule is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cdkd_bench import RegisterSelectors, Selector, hookimpl
+
+from .common import best_checkpoint, scorer
+
+METRIC = "target_val.acc"
+
+
+def choose_target_val(history: list[Mapping[str, float]]) -> int:
+    return best_checkpoint(history, METRIC, highest=True)
+
+
+@hookimpl
+def cdkd_register_selectors(register: RegisterSelectors) -> None:
+    register(Selector("target_val", choose_target_val, needs=(METRIC,), score=scorer(METRIC, highest=True),
+                      description="the checkpoint with the highest accuracy on the ssda-K regime's labelled target validation shots "
+                                  "(Saito et al. 2019)"))
