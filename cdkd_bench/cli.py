@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_board.add_argument("--format", dest="formats", type=_format_list, default=("md",), metavar="FORMATS",
                          help="comma-separated files to write as <suite>.<format>: md, csv, json, tex (booktabs), html "
                          "(a self-contained page with plots), or all (default: md); the Markdown page is printed either way")
-    _add_store_args(p_board)
+    p_board.add_argument("--store", dest="stores", action="append", type=_path, metavar="STORE",
+                         help=f"SQLite results file; repeat to merge several (default: {DEFAULT_STORE} unless --bundle is given)")
+    p_board.add_argument("--bundle", dest="bundles", action="append", type=_path, metavar="BUNDLE",
+                         help="a results bundle (from `cdkd-bench export`); repeatable; merged with the stores when their "
+                         "data, protocol, budgets and method versions match, refused in one sentence otherwise")
     _add_out_dir(p_board)
 
     p_forget = sub.add_parser("forget", help="delete stored runs (finished or failed) so the next grid runs them again")
@@ -414,16 +418,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from cdkd_bench.leaderboard import write_leaderboard_files
+    from cdkd_bench.bundles import open_results
+    from cdkd_bench.leaderboard import check_suite_name, write_leaderboard_files
     from cdkd_bench.plugins import load_host
-    from cdkd_bench.store import Store
 
-    store = Store(args.store or Path(DEFAULT_STORE), read_only=True)
     host = load_host(families=LEADERBOARD_FAMILIES)
     _warn_failed_plugins(host)
     if args.selection is not None:
         host.selectors.get(args.selection)  # unknown rule → suggestions
+    inputs = [*(args.stores or ([] if args.bundles else [Path(DEFAULT_STORE)])), *(args.bundles or [])]
+    store = open_results(inputs, host)
     suite = args.suite if args.suite is not None else host.default("suite")
+    check_suite_name(suite, store, host)
+    if not store.runs(suite=suite, status=None):
+        held = ", ".join(store.suites()) or "none"
+        raise UserError(f"no results of suite {suite!r} in {', '.join(map(str, inputs))} (suites there: {held}); "
+                        "run a grid first or name another --suite")
     paths, text = write_leaderboard_files(store, suite, args.out_dir, host, args.selection, args.formats)
     print(text)
     print(f"leaderboard written to {', '.join(map(str, paths))}", file=sys.stderr)

@@ -20,6 +20,7 @@ from cdkd_bench.power import ALPHA, POWER, minimal_detectable_difference
 from cdkd_bench.selection import check_selectable, choose_checkpoint
 from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, canonical_json
 from cdkd_bench.store import StoredRun
+from cdkd_bench.trial_choice import SearchKey, chosen_trials, configuration_score, search_key
 
 METRIC = "target_test.acc"
 # Below this many points between teacher and source-only student the ratio is noise, not news.
@@ -47,6 +48,8 @@ class Protocol:
     """The students' source augmentation (canonical JSON of the policy; ``null`` when parity was off)."""
     data: str = ""
     """Which generated images the runs saw, where one domain came in several versions (see ``_data_variants``)."""
+    search: str = ""
+    """The hparam search the runs belong to (``5 trials, hparam seed 0``); "" for runs made without one."""
 
 
 ROW_NOTES = {
@@ -109,6 +112,9 @@ class Table:
     """The distinct cdkd-bench, torch and timm versions behind the runs (from their provenance)."""
     data_hashes: dict[str, str] = field(default_factory=dict)
     """Each domain's content hash (one per domain within a table: other images make another table)."""
+
+    trial_lines: list[str] = field(default_factory=list)
+    """The trials table of an hparam search (Markdown lines), under the main table."""
 
     @property
     def common_seeds(self) -> list[int]:
@@ -175,7 +181,7 @@ def build_tables(runs: list[StoredRun], host: Host | None = None, selection: str
     for run in runs:
         s = run.spec
         grouped[Protocol(s.suite, s.teacher.arch, s.student_arch, s.teacher.teacher_recipe, s.label_regime, rule, s.budget,
-                         _budget_numbers(s), s.numerics, canonical_json(s.source_augmentation))].append(run)
+                         _budget_numbers(s), s.numerics, canonical_json(s.source_augmentation), search=_search_label(s))].append(run)
     by_protocol: dict[Protocol, list[StoredRun]] = {}
     for protocol, group in grouped.items():
         for variant, members in _data_variants(group).items():
@@ -292,14 +298,23 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
     tasks = _task_order(protocol, group, host)
     teacher = _teacher_row(group, "teacher", "teacher", selector, host)
     recipe_rows: dict[tuple[str, str], Row] = {}
+    flags = []
+    trial_lines: list[str] = []
+    if protocol.search:
+        # Error bars over the seeds of each chosen configuration only; the other trials go to the trials table.
+        chosen = _chosen_configurations(group, selector)
+        trial_lines = _trials_table(group, chosen, selector, tasks, protocol, host)
+        group = [r for r in group if chosen.get(search_key(r.spec)) == _configuration(r.spec)]
+        if selector is None or selector.score is None:
+            flags.append(f"Rule `{protocol.selection}` scores no checkpoint, so it cannot choose between the configurations of this "
+                         "search: rows show the defaults (trial 0); a rule that scores (e.g. `source_val`) chooses among them.")
     names = _row_names(group)
     teacher_source_val: dict[str, dict[int, float]] = defaultdict(dict)
-    flags = []
     failed_runs = []
     for run in group:
         s = run.spec
-        key = (s.recipe, _configuration(s))
-        row = recipe_rows.setdefault(key, Row(names[key], kind=_row_kind(s.recipe, host)))
+        key = (s.recipe, "chosen") if protocol.search else (s.recipe, _configuration(s))
+        row = recipe_rows.setdefault(key, Row(s.recipe if protocol.search else names[key], kind=_row_kind(s.recipe, host)))
         if run.status != "done":
             row.failed[s.task].add(s.seed)
             failed_runs.append(run)
@@ -316,9 +331,67 @@ def _table(protocol: Protocol, group: list[StoredRun], host: Host | None, select
         flags.append(f"ORACLE SELECTION: rule `{protocol.selection}` chose checkpoints using target test labels.")
     if protocol.data:
         flags.append(f"Other machines generated some domains differently; this table holds only runs on: {protocol.data}.")
-    return Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs, _commands(group),
-                 _data_identity(group), _test_images(group), _trials(group), _method_versions(group), _package_versions(group),
-                 _data_hashes(group))
+    table = Table(protocol, tasks, rows, teacher_source_val, flags, _produced_with(group), failed_runs, _commands(group),
+                  _data_identity(group), _test_images(group), _trials(group), _method_versions(group), _package_versions(group),
+                  _data_hashes(group))
+    table.trial_lines = trial_lines
+    return table
+
+
+def _search_label(spec: RunSpec) -> str:
+    if spec.search is None:
+        return ""
+    return f"{spec.search['trials']} trials, hparam seed {spec.search['hparam_seed']}"
+
+
+def _chosen_configurations(group: list[StoredRun], selector: Selector | None) -> dict[SearchKey, str]:
+    """Per search, the configuration the rule chooses (trial 0 under a rule that scores nothing)."""
+    chosen = chosen_trials(group, selector) if selector is not None and selector.score is not None else {}
+    for run in group:
+        if run.spec.search is not None and run.spec.search["trial"] == 0:
+            chosen.setdefault(search_key(run.spec), run.spec)
+    return {key: _configuration(spec) for key, spec in chosen.items()}
+
+
+def _trials_table(group: list[StoredRun], chosen: dict[SearchKey, str], selector: Selector | None, tasks: list[str],
+                  protocol: Protocol, host: Host | None) -> list[str]:
+    """Every trial of the search, on its search seed: the rule's score and the accuracy at the checkpoint it picks."""
+    trials = [r for r in group if r.spec.search is not None and r.spec.seed == r.spec.search.get("seed", r.spec.seed)]
+    if not trials:
+        return []
+    by_recipe: dict[str, dict[int, dict[str, StoredRun]]] = defaultdict(lambda: defaultdict(dict))
+    for run in trials:
+        by_recipe[run.spec.recipe][run.spec.search["trial"]][run.spec.task] = run  # type: ignore[index]
+    seed = trials[0].spec.search.get("seed", trials[0].spec.seed)  # type: ignore[union-attr]
+    scored = selector is not None and selector.score is not None
+    lines = [f"Trials of the search ({protocol.search}): every configuration trained on seed {seed}; per task "
+             + (f"the score of rule `{protocol.selection}` / target accuracy at the checkpoint it picks"
+                if scored else "the target accuracy at the last checkpoint")
+             + "; ✓ the configuration chosen for that task, then trained on every seed. Trial 0 is the defaults.", ""]
+    lines.append("| recipe | trial | configuration | " + " | ".join(_short_task(t, protocol.suite) for t in tasks) + " |")
+    lines.append("|---|---:|---|" + "---:|" * len(tasks))
+    for recipe in sorted(by_recipe):
+        defaults = next((next(iter(runs.values())).spec for trial, runs in by_recipe[recipe].items() if trial == 0), None)
+        for trial in sorted(by_recipe[recipe]):
+            runs = by_recipe[recipe][trial]
+            spec = next(iter(runs.values())).spec
+            config = _differences(spec, [defaults]) if defaults is not None and trial else ""
+            cells = []
+            for task in tasks:
+                found = runs.get(task)
+                if found is None:
+                    cells.append("—")
+                    continue
+                if found.status != "done":
+                    cells.append("failed ✗")
+                    continue
+                picked = selected_metrics(found, selector if scored else None)
+                value = f"{picked[headline_metric(found.spec.suite, host)]:.1f}"
+                score = configuration_score(found, selector) if scored and selector is not None else None
+                mark = " ✓" if chosen.get(search_key(found.spec)) == _configuration(found.spec) else ""
+                cells.append((f"{score:.3g} / {value}" if score is not None else value) + mark)
+            lines.append(f"| {recipe} | {trial} | {config or 'defaults'} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _trials(group: list[StoredRun]) -> list[int]:
@@ -420,6 +493,7 @@ def table_footer(table: Table, host: Host | None = None) -> list[str]:
     for source, per_seed in sorted(table.teacher_source_val.items()):
         lines.append(f"| {source} | {format_cell(list(per_seed.values()))} |")
     lines.append("")
+    lines += table.trial_lines
     lines += _evaluation_lines(table, host)
     lines += _published_lines(table, host)
     lines += detectable_difference_lines(table, table.common_seeds)
@@ -457,6 +531,10 @@ def _evaluation_lines(table: Table, host: Host | None) -> list[str]:
         return []
     targets = {t.name: t.target for t in suite.tasks}
     transductive = [t for t in table.tasks if targets.get(t) in suite.transductive_targets]
+    if table.protocol.label_regime != "uda":
+        return [f"Evaluation: label regime `{table.protocol.label_regime}` shows students target train labels (see "
+                "docs/protocol.md, Label regimes), so every row is scored on each target's held-out test split, never seen "
+                f"in training" + (", including the transductive targets of this suite." if transductive else "."), ""]
     if not transductive:
         return [f"Evaluation: on each target's test split, never seen in training or selection (suite `{suite.name}`).", ""]
     names = ", ".join(_short_task(t, suite.name) for t in transductive)

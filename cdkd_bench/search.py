@@ -31,11 +31,10 @@ from cdkd_bench.hparams import build_hparams, split_overrides
 from cdkd_bench.plugins import Host
 from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, derive_seed
 from cdkd_bench.store import Store, StoredRun
+from cdkd_bench.trial_choice import SearchKey, chosen_trials, search_key
 
 MAX_DRAWS = 50
 """Redraws allowed when a drawn configuration fails the component's own validation."""
-SearchKey = tuple[str, str, str]
-"""What one search chooses a configuration for: (task, recipe, a hash of everything else but hparams and seeds)."""
 
 
 def _choices(space: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -97,37 +96,9 @@ def trial_specs(host: Host, specs: Iterable[RunSpec], trials: int, hparam_seed: 
             if key in seen:
                 continue  # a recipe with nothing to search (source_only) or a repeated draw: one run is enough
             seen.add(key)
-            out.append(dataclasses.replace(spec, hparams=hparams, search={"trials": trials, "hparam_seed": hparam_seed, "trial": trial}))
+            out.append(dataclasses.replace(spec, hparams=hparams, search={"trials": trials, "hparam_seed": hparam_seed, "trial": trial,
+                                                                           "seed": spec.seed}))
     return out
-
-
-def search_key(spec: RunSpec) -> SearchKey:
-    """What a search chooses for: the same task, recipe, teacher and protocol, over every trial configuration."""
-    general = dataclasses.replace(spec, hparams={}, seed=0, search=None, teacher=dataclasses.replace(spec.teacher, seed=0))
-    return spec.task, spec.recipe, general.run_id
-
-
-def configuration_score(run: StoredRun, selector: Selector) -> float | None:
-    """The rule's score of a finished trial at the checkpoint the rule picks (None for a failed run)."""
-    if run.status != "done" or selector.score is None:
-        return None
-    history = run.metrics.get("checkpoints") or [run.metrics]
-    return float(selector.score(history[selector.choose(history)]))
-
-
-def chosen_trials(runs: Iterable[StoredRun], selector: Selector) -> dict[SearchKey, RunSpec]:
-    """Per search, the trial run whose configuration the rule scores best (ties: the lower trial, the defaults first)."""
-    best: dict[SearchKey, tuple[float, int, RunSpec]] = {}
-    for run in runs:
-        search = run.spec.search
-        score = configuration_score(run, selector)
-        if search is None or score is None or math.isnan(score):
-            continue
-        key = search_key(run.spec)
-        candidate = (score, -search["trial"], run.spec)
-        if key not in best or candidate[:2] > best[key][:2]:
-            best[key] = candidate
-    return {key: spec for key, (_, _, spec) in best.items()}
 
 
 def follow_up_specs(specs: Iterable[RunSpec], trial_runs: Iterable[StoredRun], selector: Selector) -> list[RunSpec]:

@@ -146,7 +146,8 @@ class RunSpec:
     student_weights: str = ""
     """Content hash of the local weights file the student started from (``--student-weights``)."""
     search: dict[str, int] | None = None
-    """For a run of an hparam search (``trials`` > 1): ``{"trials": N, "hparam_seed": s, "trial": i}``; None otherwise."""
+    """For a run of an hparam search (``trials`` > 1): ``{"trials": N, "hparam_seed": s, "trial": i, "seed": the search
+    seed, on which every trial ran}``; None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

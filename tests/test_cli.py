@@ -39,7 +39,7 @@ def test_run_end_to_end_then_resume(cache_dir: Path, capsys: pytest.CaptureFixtu
         (["run", "--set", "kd.temperature=-1"], "invalid hparam for kd: temperature must be positive, got -1.0"),
         (["run", "--grid", "missing.toml"], "grid file 'missing.toml' does not exist"),
         (["run", "--device", "tpu"], "unknown device 'tpu'"),
-        (["leaderboard", "--store", "nothing.sqlite"], "results store 'nothing.sqlite' does not exist"),
+        (["leaderboard", "--store", "nothing.sqlite"], "'nothing.sqlite' does not exist; give a results store"),
     ],
 )
 def test_user_mistakes_get_one_sentence_and_exit_2(cache_dir: Path, capsys: pytest.CaptureFixture[str], argv, message) -> None:

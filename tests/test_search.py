@@ -41,7 +41,7 @@ def test_trial_zero_is_the_defaults_and_the_others_are_drawn_inside_the_search_s
         assert 1.0 <= values["temperature"] <= 8.0 and 0.1 <= values["weight"] <= 10.0
         assert values["variant"] in ("kl", "mse") and values["domains"] in ("both", "source", "target")
     assert len({repr(t.hparams) for t in trials}) == 6
-    assert all(t.search == {"trials": 6, "hparam_seed": 0, "trial": t.search["trial"]} for t in trials)
+    assert all(t.search == {"trials": 6, "hparam_seed": 0, "trial": t.search["trial"], "seed": 0} for t in trials)
 
 
 def test_configurations_depend_on_the_hparam_seed_and_never_on_the_training_seed(host) -> None:
@@ -86,6 +86,10 @@ def test_the_rule_chooses_the_configuration_and_the_chosen_one_runs_on_the_other
     # A tie goes to the lower trial: the defaults before a draw that is only as good.
     tied = chosen_trials([finished(trials[1], [90]), finished(trials[0], [90])], selector)
     assert [spec.search["trial"] for spec in tied.values()] == [0]
+    # The chosen configuration's runs on other seeds never compete, however they score.
+    other_seed = next(s for s in follow if s.seed == 1)
+    assert chosen_trials([*runs, finished(dataclasses.replace(trials[1], seed=1), [99])], selector)[next(iter(chosen))].search["trial"] == 2
+    assert other_seed.search["seed"] == 0
 
 
 def test_a_search_needs_a_rule_that_scores_checkpoints(host, tmp_path) -> None:

@@ -178,8 +178,9 @@ case("grid-teacher-recipe-int", argv, "grid file key 'teacher_recipe' must be a 
 case("teacher-recipe-distillation", run("--teacher-recipe", "dann+kd"), "teacher recipe 'dann+kd' names 'kd', which is not an adaptation")
 case("teacher-recipe-unknown", run("--teacher-recipe", "dannn"), "unknown method 'dannn'; did you mean 'dann'")
 case("teacher-recipe-hparam-range", run("--teacher-recipe", "dann", "--set", "dann.gamma=-1"), "invalid hparam for dann")
-argv, setup = grid('label_regime = "ssda-3"\n')
-case("grid-label-regime", argv, "label regime 'ssda-3' is not supported yet; use one of uda", setup)
+argv, setup = grid('label_regime = "semi"\n')
+case("grid-label-regime", argv, "label regime 'semi' is not one of: uda, ssda-K", setup)
+case("ssda-too-many-shots", run("--label-regime", "ssda-5000"), "asks for 5000 labelled images per class")
 # --- devices
 for device in ("meta", "tpu", "CPU", "cuda:x", "cuda:-1", "cpu:0"):
     case(f"device-{device}", run("--device", device), f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
@@ -219,9 +220,14 @@ case("board-path-suite", [*BOARD, "--suite", "../README"], "unknown suite '../RE
 case("board-slash-suite", [*BOARD, "--suite", "a/b"], "unknown suite 'a/b'")
 case("board-newline-suite", [*BOARD, "--suite", "embedded\n"], "unknown suite 'embedded\\n'")
 case("board-empty-suite", [*BOARD, "--suite", ""], "unknown suite ''")
-case("board-missing-store", ["leaderboard", "--store", "nothing.sqlite"], "results store 'nothing.sqlite' does not exist")
-case("board-store-folder", ["leaderboard", "--store", "storedir"], "results store 'storedir' is not a file", _folder("storedir"))
-case("board-store-not-sqlite", ["leaderboard", "--store", "notes.txt"], "is not a cdkd-bench SQLite store",
+case("board-no-results", [*BOARD, "--suite", "digits"], "no results of suite 'digits'")
+case("board-rule-needs-other-regime", [*BOARD, "--selection", "target_val"],
+     "reads target_val.acc, which all 3 finished runs did not record (their label regime (uda) has no data for it")
+case("board-missing-store", ["leaderboard", "--store", "nothing.sqlite"], "'nothing.sqlite' does not exist; give a results store")
+case("board-store-folder", ["leaderboard", "--store", "storedir"], "the folder 'storedir' is not a results bundle (it has no manifest.json)",
+     _folder("storedir"))
+case("board-store-not-sqlite", ["leaderboard", "--store", "notes.txt"],
+     "'notes.txt' is neither a results store (SQLite file) nor a results bundle",
      _file("notes.txt", b"plain text " * 100))
 case("board-store-foreign", ["leaderboard", "--store", "other.db"], "SQLite file of another program",
      _sqlite("other.db", "CREATE TABLE invoices (id INTEGER);"))
