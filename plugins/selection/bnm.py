@@ -11,21 +11,13 @@ the entry-point group, while the two registries (methods, selection rules) keep 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cdkd_bench import RegisterSelectors, hookimpl
 
-from cdkd_bench import RegisterSelectors, Selector, hookimpl
-
-from .common import best_checkpoint, scorer
-
-METRIC = "target_train.bnm"
-
-
-def choose_bnm(history: list[Mapping[str, float]]) -> int:
-    return best_checkpoint(history, METRIC, highest=True)
+from .common import metric_rule
 
 
 @hookimpl
 def cdkd_register_selectors(register: RegisterSelectors) -> None:
-    register(Selector("bnm", choose_bnm, needs=(METRIC,), score=scorer(METRIC, highest=True),
-                      description="the checkpoint with the highest batch nuclear-norm score on unlabelled target images "
-                                  "(Musgrave et al. 2022)"))
+    register(metric_rule("bnm", "target_train.bnm", highest=True,
+                         description="the checkpoint with the highest batch nuclear-norm score on unlabelled target images "
+                                     "(Musgrave et al. 2022)"))

@@ -10,6 +10,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cdkd_bench import Selector
+
 
 def _score(checkpoint: Mapping[str, Any], key: str) -> float | None:
     value = checkpoint.get(key)
@@ -49,3 +51,12 @@ def scorer(key: str, *, highest: bool) -> Callable[[Mapping[str, Any]], float]:
         return value if highest else -value
 
     return score
+
+
+def metric_rule(name: str, key: str, *, highest: bool, description: str, oracle: bool = False) -> Selector:
+    """A rule that picks the checkpoint with the best value of one stored metric (the latest among equals),
+    declaring the metric it needs and a score a search compares configurations with."""
+    def choose(history: list[Mapping[str, Any]]) -> int:
+        return best_checkpoint(history, key, highest=highest)
+
+    return Selector(name, choose, oracle=oracle, description=description, needs=(key,), score=scorer(key, highest=highest))

@@ -7,20 +7,12 @@ collapses onto a few classes is confident too, so it can pick a degenerate check
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cdkd_bench import RegisterSelectors, hookimpl
 
-from cdkd_bench import RegisterSelectors, Selector, hookimpl
-
-from .common import best_checkpoint, scorer
-
-METRIC = "target_train.entropy"
-
-
-def choose_entropy(history: list[Mapping[str, float]]) -> int:
-    return best_checkpoint(history, METRIC, highest=False)
+from .common import metric_rule
 
 
 @hookimpl
 def cdkd_register_selectors(register: RegisterSelectors) -> None:
-    register(Selector("entropy", choose_entropy, needs=(METRIC,), score=scorer(METRIC, highest=False),
-                      description="the checkpoint with the lowest mean prediction entropy on unlabelled target images (Morerio et al. 2018)"))
+    register(metric_rule("entropy", "target_train.entropy", highest=False,
+                         description="the checkpoint with the lowest mean prediction entropy on unlabelled target images (Morerio et al. 2018)"))

@@ -8,21 +8,13 @@ predictions count only when they are spread over the classes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cdkd_bench import RegisterSelectors, hookimpl
 
-from cdkd_bench import RegisterSelectors, Selector, hookimpl
-
-from .common import best_checkpoint, scorer
-
-METRIC = "target_train.info_max"
-
-
-def choose_info_max(history: list[Mapping[str, float]]) -> int:
-    return best_checkpoint(history, METRIC, highest=True)
+from .common import metric_rule
 
 
 @hookimpl
 def cdkd_register_selectors(register: RegisterSelectors) -> None:
-    register(Selector("info_max", choose_info_max, needs=(METRIC,), score=scorer(METRIC, highest=True),
-                      description="the checkpoint with the highest information-maximisation score on unlabelled target images "
-                                  "(SHOT, Liang et al. 2020)"))
+    register(metric_rule("info_max", "target_train.info_max", highest=True,
+                         description="the checkpoint with the highest information-maximisation score on unlabelled target images "
+                                     "(SHOT, Liang et al. 2020)"))

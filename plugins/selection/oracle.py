@@ -7,20 +7,12 @@ scored on, so it is never an honest result: ``oracle=True`` has every table it m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cdkd_bench import RegisterSelectors, hookimpl
 
-from cdkd_bench import RegisterSelectors, Selector, hookimpl
-
-from .common import best_checkpoint, scorer
-
-METRIC = "target_test.acc"
-
-
-def choose_oracle(history: list[Mapping[str, float]]) -> int:
-    return best_checkpoint(history, METRIC, highest=True)
+from .common import metric_rule
 
 
 @hookimpl
 def cdkd_register_selectors(register: RegisterSelectors) -> None:
-    register(Selector("oracle", choose_oracle, oracle=True, needs=(METRIC,), score=scorer(METRIC, highest=True),
-                      description="the checkpoint with the highest target test accuracy (reads test labels: an upper bound)"))
+    register(metric_rule("oracle", "target_test.acc", highest=True, oracle=True,
+                         description="the checkpoint with the highest target test accuracy (reads test labels: an upper bound)"))

@@ -8,21 +8,13 @@ Runs trained before cdkd-bench recorded the score cannot be selected by it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cdkd_bench import RegisterSelectors, hookimpl
 
-from cdkd_bench import RegisterSelectors, Selector, hookimpl
-
-from .common import best_checkpoint, scorer
-
-METRIC = "target_train.snd"
-
-
-def choose_snd(history: list[Mapping[str, float]]) -> int:
-    return best_checkpoint(history, METRIC, highest=True)
+from .common import metric_rule
 
 
 @hookimpl
 def cdkd_register_selectors(register: RegisterSelectors) -> None:
-    register(Selector("snd", choose_snd, needs=(METRIC,), score=scorer(METRIC, highest=True),
-                      description="the checkpoint with the highest soft neighbourhood density on unlabelled target images "
-                                  "(Saito et al. 2021)"))
+    register(metric_rule("snd", "target_train.snd", highest=True,
+                         description="the checkpoint with the highest soft neighbourhood density on unlabelled target images "
+                                     "(Saito et al. 2021)"))

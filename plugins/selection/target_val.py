@@ -9,21 +9,13 @@ regime reveals, and the images are not the ones tables are scored on. Runs of th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cdkd_bench import RegisterSelectors, hookimpl
 
-from cdkd_bench import RegisterSelectors, Selector, hookimpl
-
-from .common import best_checkpoint, scorer
-
-METRIC = "target_val.acc"
-
-
-def choose_target_val(history: list[Mapping[str, float]]) -> int:
-    return best_checkpoint(history, METRIC, highest=True)
+from .common import metric_rule
 
 
 @hookimpl
 def cdkd_register_selectors(register: RegisterSelectors) -> None:
-    register(Selector("target_val", choose_target_val, needs=(METRIC,), score=scorer(METRIC, highest=True),
-                      description="the checkpoint with the highest accuracy on the ssda-K regime's labelled target validation shots "
-                                  "(Saito et al. 2019)"))
+    register(metric_rule("target_val", "target_val.acc", highest=True,
+                         description="the checkpoint with the highest accuracy on the ssda-K regime's labelled target validation shots "
+                                     "(Saito et al. 2019)"))
