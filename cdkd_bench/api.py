@@ -273,7 +273,8 @@ class StepControl:
     student: nn.Module
 
     def source_ce(self) -> torch.Tensor:
-        """The engine's cross-entropy on the labelled source batch (the baseline term)."""
+        """The engine's cross-entropy on the labelled source batch (the baseline term), plus that of the labelled
+        target batch under a label regime that reveals target labels (``ssda-K``, ``sup``)."""
         raise NotImplementedError
 
     def others(self) -> dict[str, torch.Tensor]:

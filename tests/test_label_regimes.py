@@ -115,3 +115,26 @@ def test_vmapped_seeds_are_refused_under_a_labelled_regime(test_host) -> None:
     with pytest.raises(UserError, match="vmapped"):
         expand(test_host, GridRequest(tasks=(TASK,), recipes=("kd",), seeds=(0, 1), budget="smoke", label_regime="sup",
                                       vmap_seeds=True))
+
+
+def test_an_owned_step_gets_the_labelled_target_cross_entropy_inside_source_ce() -> None:
+    import torch.nn.functional as F
+    from torch import nn
+
+    from cdkd_bench.api import Batch, Outputs, Step
+    from cdkd_bench.training import _Control
+
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+
+    def forward(x):
+        return Outputs(logits=net(x), features=x)
+
+    source = Batch(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), torch.arange(5))
+    labelled = Batch(torch.randn(3, 4), torch.tensor([2, 2, 1]), torch.arange(3))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    expected = F.cross_entropy(net(source.x), source.y) + F.cross_entropy(net(labelled.x), labelled.y)
+    with_labels = _Control(Step(source, Batch(source.x[:0], None), 0.0, forward, labelled_target=labelled), net, [], optimizer, 0, True)
+    assert torch.allclose(with_labels.source_ce(), expected)
+    without = _Control(Step(source, Batch(source.x[:0], None), 0.0, forward), net, [], optimizer, 0, True)
+    assert torch.allclose(without.source_ce(), F.cross_entropy(net(source.x), source.y))

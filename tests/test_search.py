@@ -20,10 +20,18 @@ def host():
     return load_host()
 
 
+_EXPANDED: dict[tuple, list] = {}
+
+
 def grid(host, trials=4, hparam_seed=0, seeds=(0, 1), recipes=("kd",), hparams=None):
     request = GridRequest(tasks=(TASK,), recipes=recipes, seeds=seeds, budget="smoke", trials=trials, hparam_seed=hparam_seed,
                           selection="source_val", hparams=hparams or {})
-    return request, expand(host, request)
+    # Planning hashes the domains and checks every recipe: once per grid is enough, since a search only redraws
+    # hparams from the hparam seed and never changes what expand plans.
+    key = (tuple(seeds), tuple(recipes), tuple(sorted((hparams or {}).items())))
+    if key not in _EXPANDED:
+        _EXPANDED[key] = expand(host, request)
+    return request, _EXPANDED[key]
 
 
 def kd_trials(host, **kwargs):
