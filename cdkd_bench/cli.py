@@ -401,7 +401,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     use_threads(torch.device("cpu"), threads)
     host.executors.get(request.executor or host.default("executor"))().check()  # an unreachable cluster is said now
-    print(f"grid: {len(specs)} runs on suite {suite!r}; results in {request.store}", file=sys.stderr)
+    planned = f"{len(specs)} runs" if request.trials <= 1 else f"an hparam search over {len(specs)} runs' configurations"
+    print(f"grid: {planned} on suite {suite!r}; results in {request.store}", file=sys.stderr)
     summary = run_searched_grid(host, request, specs, store, settings, show_progress=not args.no_progress,
                                 retry_failed=args.retry_failed)
     elsewhere = f", {summary.elsewhere} left to another process" if summary.elsewhere else ""
