@@ -389,7 +389,7 @@ def _trials_table(group: list[StoredRun], chosen: dict[SearchKey, str], selector
                 value = f"{picked[headline_metric(found.spec.suite, host)]:.1f}"
                 score = configuration_score(found, selector) if scored and selector is not None else None
                 mark = " ✓" if chosen.get(search_key(found.spec)) == _configuration(found.spec) else ""
-                cells.append((f"{score:.3g} / {value}" if score is not None else value) + mark)
+                cells.append((f"{score:.4g} / {value}" if score is not None else value) + mark)
             lines.append(f"| {recipe} | {trial} | {config or 'defaults'} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
