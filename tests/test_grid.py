@@ -79,8 +79,8 @@ def test_unknown_task_and_budget_suggest(host) -> None:
 def test_unsupported_teacher_recipe_and_regime_fail_before_training(host) -> None:
     with pytest.raises(UserError, match="teacher recipe 'kd' names 'kd', which is not an adaptation component"):
         expand(host, GridRequest(teacher_recipe="kd"))
-    with pytest.raises(UserError, match="label regime 'ssda-3' is not supported yet; use one of uda"):
-        expand(host, GridRequest(label_regime="ssda-3"))
+    with pytest.raises(UserError, match="label regime 'semi' is not one of: uda, ssda-K"):
+        expand(host, GridRequest(label_regime="semi"))
 
 
 def test_repeated_entries_run_once_and_are_said(host, caplog: pytest.LogCaptureFixture) -> None:
