@@ -27,7 +27,8 @@ def test_a_compiled_grid_is_its_own_numerics_and_refuses_to_run_eagerly(host, ca
     assert result["status"] == "failed" and "would run as 'cpu fp32 1 thread'" in result["error"]
 
 
-@pytest.mark.parametrize("recipe", ["kd", "fitnet+kd"])  # fitnet: the captured graph returns intermediate maps too
+# kd runs in the slow env (time); fitnet: the captured graph returns intermediate maps too
+@pytest.mark.parametrize("recipe", [pytest.param("kd", marks=pytest.mark.slow), "fitnet+kd"])
 def test_the_captured_step_trains_the_student_the_eager_step_trains(host, cache_dir, monkeypatch, recipe) -> None:
     monkeypatch.setenv(COMPILE_BACKEND_ENV, "aot_eager")  # graph capture and traced autograd, without generated code
     from cdkd_bench.engine import build_components

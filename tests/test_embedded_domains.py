@@ -50,7 +50,8 @@ def _generated(request: pytest.FixtureRequest, name: str):
     return request.getfixturevalue(f"{name}_meta")[0]
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The largest domain (street) is checked in the slow env: the default run must stay under 10 minutes.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "street" else n for n in NAMES])
 def test_generator_is_deterministic_and_well_formed(request, name: str) -> None:
     first = _generated(request, name)
     second = getattr(embedded_images, name)()  # the suite's loader calls these by name

@@ -38,7 +38,7 @@ def _prepared_pair(host, cache_dir, recipe, parity=True):
     return specs, data, prepare
 
 
-@pytest.mark.parametrize("recipe", ["kd", "source_only", "dkd"])
+@pytest.mark.parametrize("recipe", ["kd", "source_only", pytest.param("dkd", marks=pytest.mark.slow)])  # dkd: slow env (time)
 @pytest.mark.parametrize("parity", [False, True], ids=["plain", "parity"])
 def test_each_member_ends_with_the_weights_and_statistics_a_run_of_its_own_seed_ends_with(host, cache_dir, recipe, parity) -> None:
     specs, data, prepare = _prepared_pair(host, cache_dir, recipe, parity)
@@ -89,6 +89,8 @@ def _rows(store: Path) -> list[tuple[str, str]]:
         return db.execute("SELECT spec, provenance FROM runs WHERE status = 'done'").fetchall()
 
 
+# In the slow env: the default run must stay under 10 minutes on 2 cores.
+@pytest.mark.slow
 def test_a_vmapped_grid_records_every_seed_as_its_own_run_with_its_numerics(cache_dir, capsys) -> None:
     grid = ["run", "--budget", "smoke", "--tasks", "printed_to_handwritten", "--recipes", "kd", "--seeds", "0,1",
             "--device", "cpu", "--threads", "1", "--no-progress"]

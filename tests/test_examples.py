@@ -66,6 +66,8 @@ def nst_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return source, site
 
 
+# In the slow env: the default run must stay under 10 minutes on 2 cores.
+@pytest.mark.slow
 def test_the_nst_example_installs_lists_runs_and_reaches_the_leaderboard(
     nst_install: tuple[Path, Path], cache_dir: Path, tmp_path: Path
 ) -> None:

@@ -16,6 +16,8 @@ def quiet(_message: str) -> None:
     pass
 
 
+# In the slow env: the default run (test_cli's end-to-end resume checks the same) must stay under 10 minutes on 2 cores.
+@pytest.mark.slow
 def test_a_second_run_of_the_same_grid_trains_nothing(host, cache_dir: Path) -> None:
     specs = expand(host, GridRequest(tasks=("handwritten_to_printed",), seeds=(0,), budget="smoke"))
     store = Store(cache_dir.parent / "results.sqlite")

@@ -186,6 +186,8 @@ def test_a_tiny_digits_grid_runs_on_the_published_formats(data_root, tmp_path) -
     assert "| dann | " in page and "TLlib" in page  # the published numbers beside ours
 
 
+# In the slow env: the default run must stay under 10 minutes on 2 cores.
+@pytest.mark.slow
 def test_a_tiny_office31_grid_starts_from_local_weights_and_is_scored_transductively(host, data_root, tmp_path) -> None:
     write_office31_root(data_root, per_class=3)
     weights = _weights(host, tmp_path, 31)
