@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cdkd_bench.api import Method
@@ -138,3 +138,17 @@ def split_overrides(
     for method_name, fields in per_method.items():
         build_hparams(methods.get(method_name), fields)
     return per_method
+
+
+def search_choices(space: Sequence[Any]) -> tuple[Any, ...] | None:
+    """The choices of a categorical search space, or None for a numeric range ``(low, high[, "log"])``.
+
+    Strings and booleans are always choices; numbers are a range when written as two
+    numbers or as two numbers and ``"log"``, and choices otherwise (e.g. stage indices
+    ``(-3, -2, -1)``).
+    """
+    if any(isinstance(v, str | bool) for v in space[:2]):
+        return tuple(space)
+    if len(space) == 2 or (len(space) == 3 and space[2] == "log"):
+        return None
+    return tuple(space)

@@ -20,7 +20,7 @@ from cdkd_bench.power import ALPHA, POWER, minimal_detectable_difference
 from cdkd_bench.selection import check_selectable, choose_checkpoint
 from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, canonical_json
 from cdkd_bench.store import StoredRun
-from cdkd_bench.trial_choice import SearchKey, chosen_trials, configuration_score, search_key
+from cdkd_bench.trial_choice import SearchKey, chosen_trials, configuration_score, is_trial, search_key
 
 METRIC = "target_test.acc"
 # Below this many points between teacher and source-only student the ratio is noise, not news.
@@ -356,7 +356,7 @@ def _chosen_configurations(group: list[StoredRun], selector: Selector | None) ->
 def _trials_table(group: list[StoredRun], chosen: dict[SearchKey, str], selector: Selector | None, tasks: list[str],
                   protocol: Protocol, host: Host | None) -> list[str]:
     """Every trial of the search, on its search seed: the rule's score and the accuracy at the checkpoint it picks."""
-    trials = [r for r in group if r.spec.search is not None and r.spec.seed == r.spec.search.get("seed", r.spec.seed)]
+    trials = [r for r in group if is_trial(r.spec)]
     if not trials:
         return []
     by_recipe: dict[str, dict[int, dict[str, StoredRun]]] = defaultdict(lambda: defaultdict(dict))

@@ -27,7 +27,7 @@ from cdkd_bench.api import Method
 from cdkd_bench.declarations import Selector
 from cdkd_bench.errors import UserError
 from cdkd_bench.grid import GridSummary, _log_to_stderr, run_grid
-from cdkd_bench.hparams import build_hparams, split_overrides
+from cdkd_bench.hparams import build_hparams, search_choices, split_overrides
 from cdkd_bench.plugins import Host
 from cdkd_bench.spec import SOURCE_TEACHER, RunSpec, derive_seed
 from cdkd_bench.store import Store, StoredRun
@@ -37,17 +37,8 @@ MAX_DRAWS = 50
 """Redraws allowed when a drawn configuration fails the component's own validation."""
 
 
-def _choices(space: Sequence[Any]) -> tuple[Any, ...] | None:
-    """A categorical space's values, or None for a numeric range ``(low, high[, "log"])`` (as cdkd_bench.testing reads it)."""
-    if any(isinstance(v, str | bool) for v in space[:2]):
-        return tuple(space)
-    if len(space) == 2 or (len(space) == 3 and space[2] == "log"):
-        return None
-    return tuple(space)
-
-
 def _draw_value(rng: random.Random, default: Any, space: Sequence[Any]) -> Any:
-    choices = _choices(space)
+    choices = search_choices(space)
     if choices is not None:
         return rng.choice(choices)
     low, high = space[0], space[1]

@@ -31,24 +31,11 @@ from torch import nn
 from cdkd_bench.api import FAMILIES, Batch, Method, MethodInfo, Outputs, Step
 from cdkd_bench.conformance import check_architecture, check_domain, check_executor, check_selector, check_suite  # noqa: F401
 from cdkd_bench.data import Split
+from cdkd_bench.hparams import search_choices
 from cdkd_bench.networks import forward_outputs, network_info
 from cdkd_bench.training import fit
 
 IMAGE_SIZE = 16
-
-
-def search_choices(space: Sequence[Any]) -> tuple[Any, ...] | None:
-    """The choices of a categorical search space, or None for a numeric range ``(low, high[, "log"])``.
-
-    Strings and booleans are always choices; numbers are a range when written as two
-    numbers or as two numbers and ``"log"``, and choices otherwise (e.g. stage indices
-    ``(-3, -2, -1)``).
-    """
-    if any(isinstance(v, str | bool) for v in space[:2]):
-        return tuple(space)
-    if len(space) == 2 or (len(space) == 3 and space[2] == "log"):
-        return None
-    return tuple(space)
 
 
 def check_search_space(method: type[Method]) -> None:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 
 from cdkd_bench.declarations import Selector
+from cdkd_bench.selection import checkpoint_history
 from cdkd_bench.spec import RunSpec
 from cdkd_bench.store import StoredRun
 
@@ -26,11 +27,16 @@ def search_key(spec: RunSpec) -> SearchKey:
     return spec.task, spec.recipe, general.run_id
 
 
+def is_trial(spec: RunSpec) -> bool:
+    """A run of a search on its search seed (the winner's runs on the other seeds follow it, they are not trials)."""
+    return spec.search is not None and spec.seed == spec.search.get("seed", spec.seed)
+
+
 def configuration_score(run: StoredRun, selector: Selector) -> float | None:
     """The rule's score of a finished trial at the checkpoint the rule picks (None for a failed run)."""
     if run.status != "done" or selector.score is None:
         return None
-    history = run.metrics.get("checkpoints") or [run.metrics]
+    history = checkpoint_history(run)
     return float(selector.score(history[selector.choose(history)]))
 
 
@@ -38,12 +44,11 @@ def chosen_trials(runs: Iterable[StoredRun], selector: Selector) -> dict[SearchK
     """Per search, the trial run whose configuration the rule scores best (ties: the lower trial, the defaults first)."""
     best: dict[SearchKey, tuple[float, int, RunSpec]] = {}
     for run in runs:
-        search = run.spec.search
         score = configuration_score(run, selector)
-        if search is None or run.spec.seed != search.get("seed", run.spec.seed) or score is None or math.isnan(score):
+        if not is_trial(run.spec) or score is None or math.isnan(score):
             continue  # only the trials on the search seed compete; the winner's runs on other seeds follow it
         key = search_key(run.spec)
-        candidate = (score, -search["trial"], run.spec)
+        candidate = (score, -run.spec.search["trial"], run.spec)  # type: ignore[index]
         if key not in best or candidate[:2] > best[key][:2]:
             best[key] = candidate
     return {key: spec for key, (_, _, spec) in best.items()}
